@@ -1,0 +1,169 @@
+"""Typed argument groups with LLaMA-Factory's key names and defaults.
+
+Every key a user may write in a YAML file lives in exactly one of these dataclasses or in
+`transformers.Seq2SeqTrainingArguments`. Keys that are ours (not LLaMA-Factory's) say so in
+their help text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _key(default, help: str, **kw):  # noqa: A002 - `help` reads naturally at call sites
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = _key(None, "Path to a Hugging Face model folder.")
+    adapter_name_or_path: str | None = _key(
+        None, "Path(s) to LoRA adapters, comma separated; stacked in order."
+    )
+    trust_remote_code: bool = _key(False, "Allow custom modelling code from the model folder.")
+    use_fast_tokenizer: bool = _key(True, "Use the fast (Rust) tokenizer.")
+    resize_vocab: bool = _key(False, "Resize the embeddings to the tokenizer's vocabulary size.")
+    split_special_tokens: bool = _key(False, "Split special tokens while tokenizing.")
+    new_special_tokens: str | None = _key(None, "Special tokens to add, comma separated.")
+    model_revision: str = _key("main", "Model version (branch, tag or commit).")
+    low_cpu_mem_usage: bool = _key(True, "Load the model with low CPU memory usage.")
+    rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = _key(
+        None, "RoPE scaling strategy for a longer context."
+    )
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = _key(
+        "auto", "Attention implementation: auto, disabled (eager), sdpa or fa2."
+    )
+    enable_liger_kernel: bool = _key(False, "Patch the model with Liger kernels when installed.")
+    disable_gradient_checkpointing: bool = _key(False, "Turn off gradient checkpointing.")
+    upcast_layernorm: bool = _key(False, "Keep layer norms in float32.")
+    upcast_lmhead_output: bool = _key(False, "Compute the LM head output in float32.")
+    train_from_scratch: bool = _key(False, "Initialise the weights randomly from the config.")
+    quantization_method: Literal["bnb"] = _key("bnb", "Quantisation backend (bitsandbytes).")
+    quantization_bit: int | None = _key(None, "Quantise the base model to 4 or 8 bits (QLoRA).")
+    quantization_type: Literal["fp4", "nf4"] = _key("nf4", "4-bit quantisation data type.")
+    double_quantization: bool = _key(True, "Double quantisation for 4-bit.")
+    infer_backend: Literal["huggingface", "vllm"] = _key(
+        "huggingface", "Inference engine: huggingface or vllm."
+    )
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = _key(
+        "auto", "Model dtype for inference and export."
+    )
+    vllm_maxlen: int = _key(4096, "Maximum sequence length of the vLLM engine.")
+    vllm_gpu_util: float = _key(0.7, "GPU memory share for the vLLM engine.")
+    vllm_enforce_eager: bool = _key(False, "Disable CUDA graphs in vLLM.")
+    export_dir: str | None = _key(None, "Folder to write the exported model to.")
+    export_size: int = _key(5, "Shard size of the exported model in GB.")
+    export_device: Literal["cpu", "auto"] = _key("cpu", "Device used to merge for export.")
+    export_legacy_format: bool = _key(False, "Save .bin instead of .safetensors.")
+    print_param_status: bool = _key(False, "Print every parameter's dtype and trainability.")
+
+
+@dataclass
+class DataArguments:
+    template: str | None = _key(
+        None, "Chat template name; unset = use the tokenizer's own Jinja chat template."
+    )
+    dataset: str | None = _key(None, "Training dataset names from dataset_info.json, comma separated.")
+    eval_dataset: str | None = _key(None, "Evaluation dataset names, comma separated.")
+    dataset_dir: str = _key("data", "Folder holding dataset_info.json and the data files.")
+    cutoff_len: int = _key(2048, "Maximum tokens per example after tokenisation.")
+    train_on_prompt: bool = _key(False, "Compute the loss on prompt tokens too.")
+    mask_history: bool = _key(False, "Train on the last turn only.")
+    streaming: bool = _key(False, "Stream the dataset (not supported offline; kept for compatibility).")
+    buffer_size: int = _key(16384, "Buffer size for streaming shuffles.")
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = _key(
+        "concat", "How several datasets are mixed."
+    )
+    interleave_probs: str | None = _key(None, "Sampling probabilities for interleaving, comma separated.")
+    overwrite_cache: bool = _key(False, "Rebuild the tokenised data cache.")
+    preprocessing_batch_size: int = _key(1000, "Examples per preprocessing batch.")
+    preprocessing_num_workers: int | None = _key(None, "Processes used for tokenisation.")
+    max_samples: int | None = _key(None, "Keep at most this many examples per dataset.")
+    eval_num_beams: int | None = _key(None, "Beams for evaluation generation.")
+    ignore_pad_token_for_loss: bool = _key(True, "Ignore padding tokens in the loss.")
+    val_size: float = _key(0.0, "Validation split: a fraction in (0,1) or a count of examples.")
+    eval_on_each_dataset: bool = _key(False, "Evaluate each eval dataset separately.")
+    packing: bool | None = _key(None, "Pack several examples into one sequence (pt: on by default).")
+    neat_packing: bool = _key(False, "Packing where packed examples cannot attend to each other.")
+    tool_format: str | None = _key(None, "Tool format override: default, qwen, llama3, glm4, mistral.")
+    default_system: str | None = _key(None, "Override the template's default system message.")
+    enable_thinking: bool | None = _key(True, "Reasoning templates: train/generate the think block.")
+    tokenized_path: str | None = _key(None, "Save tokenised data here, or load it if present.")
+    data_shared_file_system: bool = _key(False, "Datasets live on a file system shared by nodes.")
+
+
+@dataclass
+class FinetuningArguments:
+    stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "grpo"] = _key("sft", "Training stage.")
+    finetuning_type: Literal["lora", "freeze", "full"] = _key("lora", "Which parameters train.")
+    freeze_trainable_layers: int = _key(
+        2, "Freeze: number of trainable layers, last ones (positive) or first ones (negative)."
+    )
+    freeze_trainable_modules: str = _key(
+        "all", "Freeze: trainable module names inside the chosen layers, comma separated."
+    )
+    freeze_extra_modules: str | None = _key(
+        None, "Freeze: extra trainable modules outside the layers (e.g. embed_tokens)."
+    )
+    additional_target: str | None = _key(
+        None, "LoRA: modules trained fully and saved with the adapter, comma separated."
+    )
+    lora_rank: int = _key(8, "LoRA rank.")
+    lora_alpha: int | None = _key(None, "LoRA scale; default 2 x lora_rank.")
+    lora_dropout: float = _key(0.0, "LoRA dropout.")
+    lora_target: str = _key("all", "LoRA target modules, comma separated; all = every linear layer.")
+    loraplus_lr_ratio: float | None = _key(None, "LoRA+: learning-rate ratio of B over A.")
+    loraplus_lr_embedding: float = _key(1e-6, "LoRA+: learning rate of embedding adapters.")
+    use_rslora: bool = _key(False, "Rank-stabilised LoRA scaling.")
+    use_dora: bool = _key(False, "Weight-decomposed LoRA (DoRA).")
+    pissa_init: bool = _key(False, "Initialise LoRA with PiSSA.")
+    pissa_iter: int = _key(16, "PiSSA fast-SVD iterations; -1 = full SVD.")
+    pissa_convert: bool = _key(False, "Convert a PiSSA adapter to a plain LoRA on save.")
+    create_new_adapter: bool = _key(False, "Train a new adapter on top of the loaded ones.")
+    pref_beta: float = _key(0.1, "Preference losses: beta.")
+    pref_ftx: float = _key(0.0, "Preference losses: weight of the SFT term.")
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"] = _key(
+        "sigmoid", "DPO-family loss."
+    )
+    dpo_label_smoothing: float = _key(0.0, "Robust DPO label smoothing in [0, 0.5].")
+    kto_chosen_weight: float = _key(1.0, "KTO: weight of desirable examples.")
+    kto_rejected_weight: float = _key(1.0, "KTO: weight of undesirable examples.")
+    simpo_gamma: float = _key(0.5, "SimPO: target reward margin.")
+    ld_alpha: float | None = _key(None, "LD-DPO: weight of verbose tokens.")
+    ppo_buffer_size: int = _key(1, "PPO: mini-batches per rollout batch.")
+    ppo_epochs: int = _key(4, "PPO: optimisation epochs per rollout batch.")
+    ppo_score_norm: bool = _key(False, "PPO: normalise scores.")
+    ppo_target: float = _key(6.0, "PPO: target KL for adaptive control.")
+    ppo_whiten_rewards: bool = _key(False, "PPO: whiten rewards before GAE.")
+    ref_model: str | None = _key(None, "Reference model path for DPO/KTO/PPO.")
+    ref_model_adapters: str | None = _key(None, "Adapters of the reference model.")
+    ref_model_quantization_bit: int | None = _key(None, "Quantise the reference model.")
+    reward_model: str | None = _key(None, "Reward model path (or API URL) for PPO.")
+    reward_model_adapters: str | None = _key(None, "Adapters of the reward model.")
+    reward_model_quantization_bit: int | None = _key(None, "Quantise the reward model.")
+    reward_model_type: Literal["lora", "full", "api"] = _key("lora", "Reward model kind for PPO.")
+    plot_loss: bool = _key(False, "Save loss curves as PNG in output_dir.")
+    overwrite_output_dir: bool = _key(
+        False, "Start afresh even if output_dir holds checkpoints (dropped by transformers 5; kept)."
+    )
+    compute_accuracy: bool = _key(False, "SFT eval: compute token accuracy.")
+    disable_shuffling: bool = _key(False, "Keep the training data in order.")
+    include_effective_tokens_per_second: bool = _key(False, "Log effective tokens/s.")
+
+
+@dataclass
+class GeneratingArguments:
+    do_sample: bool = _key(True, "Sample instead of greedy decoding.")
+    temperature: float = _key(0.95, "Sampling temperature.")
+    top_p: float = _key(0.7, "Nucleus sampling mass.")
+    top_k: int = _key(50, "Sample from the k most likely tokens.")
+    num_beams: int = _key(1, "Beam search width; 1 = no beam search.")
+    max_length: int = _key(1024, "Maximum total length (ignored when max_new_tokens is set).")
+    max_new_tokens: int = _key(1024, "Maximum generated tokens.")
+    repetition_penalty: float = _key(1.0, "Repetition penalty; 1.0 = none.")
+    length_penalty: float = _key(1.0, "Beam search length penalty.")
+    skip_special_tokens: bool = _key(True, "Drop special tokens when decoding.")
+
+
+GROUPS = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments)

@@ -1,0 +1,293 @@
+"""Read a YAML/JSON config plus `key=value` / `--key value` overrides into typed argument groups.
+
+Unknown keys, wrong types and contradictory settings fail here, before any model or data is
+touched, with a message that names the key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .args import GROUPS, DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user must fix; the message says what, where and how."""
+
+
+@dataclass
+class Config:
+    model: ModelArguments
+    data: DataArguments
+    finetuning: FinetuningArguments
+    generating: GeneratingArguments
+    training: Any | None  # transformers.Seq2SeqTrainingArguments, built only for `train`
+    resolved: dict[str, Any]  # every key the user set, after overrides, typed
+
+
+def _training_class():
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments
+
+
+def _fields_of(cls) -> dict[str, tuple[Any, dataclasses.Field]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls) if f.init}
+
+
+def known_keys(with_training: bool = True) -> dict[str, tuple[type, Any, dataclasses.Field]]:
+    """Map every accepted key to (group class, type, field)."""
+    keys: dict[str, tuple[type, Any, dataclasses.Field]] = {}
+    classes = list(GROUPS) + ([_training_class()] if with_training else [])
+    for cls in classes:
+        for name, (tp, f) in _fields_of(cls).items():
+            keys.setdefault(name, (cls, tp, f))
+    return keys
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type; raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if len(args) < len(typing.get_args(tp)):
+                return None
+        errors = []
+        for arg in sorted(args, key=lambda a: a is str):  # try str last
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"`{key}`: cannot use {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(
+            f"`{key}`: {value!r} is not one of {', '.join(map(str, choices))}."
+        )
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"`{key}`: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"`{key}`: expected an integer, got {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"`{key}`: expected an integer, got {value!r}.") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"`{key}`: expected a number, got {value!r}.")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"`{key}`: expected a number, got {value!r}.") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"`{key}`: expected text, got {value!r}.")
+        return value if isinstance(value, str) else str(value)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"`{key}`: expected a list, got {value!r}.")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(key, v, item_tp) for v in value]
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"`{key}`: expected a mapping or JSON object, got {value!r}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{key}`: expected a mapping, got {value!r}.")
+        return value
+    if isinstance(tp, type) and issubclass(tp, str):  # str enums of transformers
+        try:
+            return tp(value)
+        except ValueError:
+            choices = [m.value for m in tp] if hasattr(tp, "__members__") else []
+            raise ConfigError(f"`{key}`: {value!r} is not one of {', '.join(choices)}.") from None
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """Split `[CFG] [k=v ...] [--k v ...]` into the config path and the overrides."""
+    path = None
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            body = arg[2:]
+            if "=" in body:
+                key, text = body.split("=", 1)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                key, text = body, argv[i + 1]
+                i += 1
+            else:
+                key, text = body, "true"
+            overrides[key.replace("-", "_")] = _parse_scalar(text)
+        elif "=" in arg:
+            key, text = arg.split("=", 1)
+            overrides[key] = _parse_scalar(text)
+        elif path is None and Path(arg).suffix.lower() in (".yaml", ".yml", ".json"):
+            path = arg
+        else:
+            raise ConfigError(
+                f"Cannot read argument {arg!r}: expected a .yaml/.json config, key=value or --key value."
+            )
+        i += 1
+    return path, overrides
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"Config file {path} is not valid {p.suffix[1:].upper()}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
+    return data
+
+
+def _check_unknown(raw: dict[str, Any], keys: dict[str, Any], source: str) -> None:
+    for key in raw:
+        if key not in keys:
+            close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.6)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(f"Unknown config key `{key}` (in {source}).{hint} "
+                              "Run `alignlab train --help` for the list of keys.")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-argument checks and derived defaults (LLaMA-Factory's rules where it has them)."""
+    m, d, f = cfg.model, cfg.data, cfg.finetuning
+    if m.quantization_bit is not None:
+        if m.quantization_bit not in (4, 8):
+            raise ConfigError("`quantization_bit` must be 4 or 8.")
+        if f.finetuning_type != "lora":
+            raise ConfigError("`quantization_bit` needs `finetuning_type: lora` (QLoRA); "
+                              "quantised weights cannot be trained fully or frozen-partially.")
+    if d.mask_history and d.train_on_prompt:
+        raise ConfigError("`mask_history` and `train_on_prompt` contradict each other: "
+                          "set only one of them.")
+    if d.val_size and d.eval_dataset:
+        raise ConfigError("Set either `val_size` (split the training data) or `eval_dataset`, "
+                          "not both.")
+    if d.val_size < 0 or (d.val_size >= 1 and not float(d.val_size).is_integer()):
+        raise ConfigError("`val_size` must be a fraction in (0, 1) or a whole number of examples.")
+    if d.cutoff_len <= 0:
+        raise ConfigError("`cutoff_len` must be positive.")
+    if d.interleave_probs and d.mix_strategy == "concat":
+        raise ConfigError("`interleave_probs` needs `mix_strategy: interleave_under` or "
+                          "`interleave_over`.")
+    if d.neat_packing:
+        d.packing = True
+    if d.packing is None:
+        d.packing = f.stage == "pt"
+    if d.packing and f.stage not in ("pt", "sft"):
+        raise ConfigError(f"`packing` works for stages pt and sft, not `{f.stage}`.")
+    if f.lora_alpha is None:
+        f.lora_alpha = 2 * f.lora_rank
+    if f.finetuning_type != "lora" and (m.adapter_name_or_path or f.use_dora or f.pissa_init):
+        raise ConfigError("`adapter_name_or_path`, `use_dora` and `pissa_init` need "
+                          "`finetuning_type: lora`.")
+    if m.train_from_scratch and m.adapter_name_or_path:
+        raise ConfigError("`train_from_scratch` cannot load `adapter_name_or_path`.")
+    if not 0 <= f.dpo_label_smoothing <= 0.5:
+        raise ConfigError("`dpo_label_smoothing` must lie in [0, 0.5].")
+
+
+def load_config(argv: list[str], with_training: bool = False, defaults: dict | None = None) -> Config:
+    """Parse `[CFG] [k=v ...] [--k v ...]` into a validated Config.
+
+    with_training: also build `transformers.Seq2SeqTrainingArguments` (the `train` command).
+    defaults: keys applied before the file (e.g. a run's saved config for `chat`).
+    """
+    path, overrides = split_argv(argv)
+    keys = known_keys(with_training=True)
+    raw: dict[str, Any] = dict(defaults or {})
+    if path:
+        from_file = read_config_file(path)
+        _check_unknown(from_file, keys, path)
+        raw.update(from_file)
+    _check_unknown(overrides, keys, "command-line overrides")
+    raw.update(overrides)
+
+    typed: dict[str, Any] = {}
+    for key, value in raw.items():
+        typed[key] = _coerce(key, value, keys[key][1])
+
+    groups = {}
+    for cls in GROUPS:
+        names = _fields_of(cls)
+        groups[cls] = cls(**{k: v for k, v in typed.items() if k in names})
+    training = None
+    if with_training:
+        cls = _training_class()
+        names = _fields_of(cls)
+        kwargs = {k: v for k, v in typed.items() if k in names}
+        kwargs.setdefault("output_dir", "saves/run")
+        try:
+            training = cls(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"Training arguments rejected: {e}") from None
+    cfg = Config(
+        model=groups[ModelArguments],
+        data=groups[DataArguments],
+        finetuning=groups[FinetuningArguments],
+        generating=groups[GeneratingArguments],
+        training=training,
+        resolved=typed,
+    )
+    validate(cfg)
+    return cfg
+
+
+def help_text(with_training: bool = True) -> str:
+    """Every key with its group, type, default and help, for `--help`."""
+    lines = []
+    classes = list(GROUPS) + ([_training_class()] if with_training else [])
+    for cls in classes:
+        lines.append(f"\n[{cls.__name__}]")
+        for name, (tp, f) in _fields_of(cls).items():
+            default = f.default if f.default is not dataclasses.MISSING else None
+            doc = (f.metadata or {}).get("help", "").split("\n")[0]
+            lines.append(f"  {name} (default {default!r}): {doc}")
+    return "\n".join(lines)

@@ -1,0 +1,378 @@
+"""Chat templates: messages -> token ids, turn by turn, so that labels follow from structure.
+
+A template is a set of slots (strings with `{{content}}`, plus BOS/EOS placeholders) per role,
+as in LLaMA-Factory. Each message is tokenised on its own slot, so the prompt/response boundary of
+every turn is known exactly without slicing rendered strings. `template: null` uses the
+tokenizer's own Jinja chat template instead (see `JinjaTemplate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .tools import format_function_calls, format_tools, parse_function_calls, parse_tools
+
+logger = logging.getLogger(__name__)
+
+BOS = ("special", "bos_token")
+EOS = ("special", "eos_token")
+Slot = tuple  # elements: str with {{content}}, BOS, EOS
+
+ROLES = ("user", "assistant", "observation", "function")
+
+
+class TemplateError(ValueError):
+    """A template cannot encode the given messages; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    user: Slot = ("{{content}}",)
+    assistant: Slot = ("{{content}}", EOS)
+    system: Slot = ("{{content}}",)
+    observation: Slot | None = None  # None: same as user
+    function: Slot | None = None  # None: same as assistant
+    prefix: Slot = ()
+    default_system: str = ""
+    stop_words: tuple[str, ...] = ()
+    tool_format: str = "default"
+    efficient_eos: bool = False  # EOS only after the last turn (the slots carry none)
+    replace_eos: bool = False  # the first stop word becomes the tokenizer's EOS
+    fuse_system: bool = False  # system text goes inside the first user turn (llama2 style)
+    reasoning: bool = False  # a <think> block precedes every answer (qwen3)
+    thought_words: tuple[str, str] = ("<think>\n", "\n</think>\n\n")
+    enable_thinking: bool | None = True
+
+    # ---- tokenizer set-up -------------------------------------------------------------
+    def fix_tokenizer(self, tokenizer) -> None:
+        """Make EOS/pad/stop words of the tokenizer match the template."""
+        stop_words = list(self.stop_words)
+        if self.replace_eos:
+            if tokenizer.eos_token != stop_words[0]:
+                added = tokenizer.add_special_tokens({"eos_token": stop_words[0]})
+                if added:
+                    logger.warning("Added EOS token %s: set `resize_vocab: true`.", stop_words[0])
+            stop_words = stop_words[1:]
+        if tokenizer.eos_token_id is None:
+            tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        missing = [w for w in stop_words if tokenizer.convert_tokens_to_ids(w) in (None, tokenizer.unk_token_id)]
+        if missing:
+            tokenizer.add_special_tokens({"additional_special_tokens": missing},
+                                         replace_extra_special_tokens=False)
+            logger.warning("Added stop words %s as tokens: set `resize_vocab: true`.", missing)
+
+    def stop_token_ids(self, tokenizer) -> list[int]:
+        ids = {tokenizer.eos_token_id}
+        ids.update(tokenizer.convert_tokens_to_ids(w) for w in self.stop_words)
+        return sorted(i for i in ids if i is not None)
+
+    # ---- rendering ----------------------------------------------------------------------
+    def _ids(self, tokenizer, elements: list) -> list[int]:
+        ids: list[int] = []
+        for elem in elements:
+            if elem == BOS:
+                if tokenizer.bos_token_id is not None:
+                    ids.append(tokenizer.bos_token_id)
+            elif elem == EOS:
+                ids.append(tokenizer.eos_token_id)
+            elif elem:
+                ids += tokenizer.encode(elem, add_special_tokens=False)
+        return ids
+
+    @staticmethod
+    def _fill(slot: Slot, content: str) -> list:
+        return [e.replace("{{content}}", content) if isinstance(e, str) else e for e in slot]
+
+    def _text(self, tokenizer, elements: list) -> str:
+        out = []
+        for elem in elements:
+            if elem == BOS:
+                out.append(tokenizer.bos_token or "")
+            elif elem == EOS:
+                out.append(tokenizer.eos_token)
+            else:
+                out.append(elem)
+        return "".join(out)
+
+    def _message_elements(self, tokenizer, i: int, message: dict, system: str, tools: str) -> list:
+        elements: list = []
+        system_text = ""
+        if i == 0:
+            elements += list(self.prefix)
+            tool_text = format_tools(self.tool_format, parse_tools(tools)) if tools else ""
+            if system or tool_text:
+                filled = self._fill(self.system, system + tool_text)
+                if self.fuse_system:
+                    system_text = self._text(tokenizer, filled)
+                else:
+                    elements += filled
+        role, content = message["role"], message["content"]
+        if role == "user":
+            elements += self._fill(self.user, system_text + content)
+        elif role == "assistant":
+            elements += self._fill(self.assistant, content)
+        elif role == "observation":
+            elements += self._fill(self.observation or self.user, content)
+        elif role == "function":
+            try:
+                calls = parse_function_calls(content)
+            except (ValueError, KeyError, TypeError) as e:
+                raise TemplateError(
+                    f"A function-call turn must be JSON {{\"name\": ..., \"arguments\": ...}} "
+                    f"(or a list of them); got {content[:80]!r}: {e}"
+                ) from None
+            elements += self._fill(self.function or self.assistant,
+                                   format_function_calls(self.tool_format, calls))
+        else:
+            raise TemplateError(f"Unexpected role {role!r}; expected one of {', '.join(ROLES)}.")
+        return elements
+
+    def _encode(self, tokenizer, messages: list[dict], system: str | None, tools: str | None):
+        system = system or self.default_system
+        return [
+            self._ids(tokenizer, self._message_elements(tokenizer, i, m, system, tools or ""))
+            for i, m in enumerate(messages)
+        ]
+
+    def remove_thought(self, content: str) -> str:
+        open_, close = (re.escape(w) for w in self.thought_words)
+        return re.sub(f"{open_}(.*?){close}", "", content, flags=re.DOTALL).lstrip("\n")
+
+    def _has_thought(self, content: str) -> bool:
+        return any(w.strip() in content for w in self.thought_words)
+
+    def encode_multiturn(self, tokenizer, messages: list[dict], system: str | None = None,
+                         tools: str | None = None) -> list[tuple[list[int], list[int]]]:
+        """Return (prompt_ids, response_ids) for every turn; messages alternate user/assistant.
+
+        Reasoning templates drop the thought of history turns, and put an empty thought block
+        into the response (trained) when `enable_thinking` is true or into the prompt (not
+        trained) when it is false, wherever a response has no thought of its own.
+        """
+        if len(messages) % 2:
+            raise TemplateError("encode_multiturn needs (prompt, response) pairs of messages.")
+        if self.reasoning:
+            messages = [dict(m) for m in messages]
+            for i in range(1, len(messages), 2):
+                if self.enable_thinking is False or i < len(messages) - 1:
+                    messages[i]["content"] = self.remove_thought(messages[i]["content"])
+        encoded = self._encode(tokenizer, messages, system, tools)
+        if self.reasoning:
+            thought = tokenizer.encode("".join(self.thought_words), add_special_tokens=False)
+            for i in range(0, len(messages), 2):
+                if not self._has_thought(messages[i + 1]["content"]):
+                    if self.enable_thinking:
+                        encoded[i + 1] = thought + encoded[i + 1]
+                    else:
+                        encoded[i] = encoded[i] + thought
+        return [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded), 2)]
+
+    def encode_prompt(self, tokenizer, messages: list[dict], system: str | None = None,
+                      tools: str | None = None) -> list[int]:
+        """Token ids of a generation prompt: the conversation up to the assistant's answer."""
+        pairs = self.encode_multiturn(tokenizer, [*messages, {"role": "assistant", "content": ""}],
+                                      system, tools)
+        ids = [t for prompt, response in pairs[:-1] for t in prompt + response]
+        return ids + pairs[-1][0]
+
+    def render(self, tokenizer, messages: list[dict], system: str | None = None,
+               tools: str | None = None) -> str:
+        """The text the model sees for a full conversation (for previews and golden tests)."""
+        pairs = self.encode_multiturn(tokenizer, messages, system, tools)
+        ids = [t for p, r in pairs for t in p + r]
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+
+class JinjaTemplate:
+    """`template: null`: the tokenizer's own Jinja chat template.
+
+    Labels come from rendering message prefixes: the text of turn k must start with the text of
+    turns < k. Templates that rewrite history (e.g. Qwen3's drops earlier thoughts) fail that
+    check with a clear error; name a built-in template for them.
+    """
+
+    name = "jinja"
+    efficient_eos = False
+
+    def __init__(self, tokenizer, enable_thinking: bool | None = True):
+        if not getattr(tokenizer, "chat_template", None):
+            raise TemplateError(
+                "`template` is unset and the tokenizer has no chat template: set `template` "
+                "(e.g. qwen3, llama3, empty)."
+            )
+        self.enable_thinking = enable_thinking
+        self.stop_words: tuple[str, ...] = ()
+
+    def fix_tokenizer(self, tokenizer) -> None:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def stop_token_ids(self, tokenizer) -> list[int]:
+        return [tokenizer.eos_token_id]
+
+    @staticmethod
+    def _to_chat(messages, system, tools):
+        chat = [{"role": "system", "content": system}] if system else []
+        for m in messages:
+            if m["role"] == "observation":
+                chat.append({"role": "tool", "content": m["content"]})
+            elif m["role"] == "function":
+                calls = parse_function_calls(m["content"])
+                chat.append({"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": n, "arguments": a}} for n, a in calls]})
+            else:
+                chat.append(dict(m))
+        return chat
+
+    def _render(self, tokenizer, chat, tools, generation: bool) -> str:
+        return tokenizer.apply_chat_template(
+            chat, tools=parse_tools(tools) if tools else None, tokenize=False,
+            add_generation_prompt=generation, enable_thinking=self.enable_thinking,
+        )
+
+    def encode_multiturn(self, tokenizer, messages, system=None, tools=None):
+        chat = self._to_chat(messages, system, tools)
+        offset = 1 if system else 0
+        pairs, done = [], ""
+        for i in range(0, len(messages), 2):
+            prompt_text = self._render(tokenizer, chat[: offset + i + 1], tools, True)
+            full_text = self._render(tokenizer, chat[: offset + i + 2], tools, False)
+            if not (prompt_text.startswith(done) and full_text.startswith(prompt_text)):
+                raise TemplateError(
+                    "The tokenizer's chat template does not keep earlier turns unchanged when a turn "
+                    f"is added (turn {i // 2 + 1}), so labels cannot be derived from it. Set "
+                    "`template` to a built-in name (e.g. qwen3, qwen3_nothink, llama3)."
+                )
+            pairs.append((
+                tokenizer.encode(prompt_text[len(done):], add_special_tokens=False),
+                tokenizer.encode(full_text[len(prompt_text):], add_special_tokens=False),
+            ))
+            done = full_text
+        return pairs
+
+    def encode_prompt(self, tokenizer, messages, system=None, tools=None):
+        text = self._render(tokenizer, self._to_chat(messages, system, tools), tools, True)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def render(self, tokenizer, messages, system=None, tools=None) -> str:
+        return self._render(tokenizer, self._to_chat(messages, system, tools), tools, False)
+
+
+_CHATML_USER = ("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n",)
+_CHATML_ASSISTANT = ("{{content}}<|im_end|>\n",)
+_CHATML_SYSTEM = ("<|im_start|>system\n{{content}}<|im_end|>\n",)
+_QWEN_OBSERVATION = (
+    "<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
+)
+_qwen = dict(user=_CHATML_USER, assistant=_CHATML_ASSISTANT, system=_CHATML_SYSTEM,
+             observation=_QWEN_OBSERVATION, tool_format="qwen", stop_words=("<|im_end|>",),
+             replace_eos=True)
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in [
+    Template("empty", assistant=("{{content}}",)),
+    Template(
+        "default",
+        user=("Human: {{content}}", EOS, "\nAssistant:"),
+        assistant=("{{content}}", EOS, "\n"),
+        system=("System: {{content}}", EOS, "\n"),
+    ),
+    Template(
+        "alpaca",
+        user=("### Instruction:\n{{content}}\n\n### Response:\n",),
+        assistant=("{{content}}", EOS, "\n\n"),
+        default_system=("Below is an instruction that describes a task. Write a response that "
+                        "appropriately completes the request.\n\n"),
+    ),
+    Template(
+        "chatml", user=_CHATML_USER, assistant=_CHATML_ASSISTANT, system=_CHATML_SYSTEM,
+        observation=("<|im_start|>tool\n{{content}}<|im_end|>\n<|im_start|>assistant\n",),
+        stop_words=("<|im_end|>", "<|im_start|>"), replace_eos=True,
+    ),
+    Template("qwen", default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+             **_qwen),
+    Template("qwen3", reasoning=True, **_qwen),
+    Template("qwen3_nothink", **_qwen),
+    Template(
+        "llama3",
+        user=("<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n",),
+        assistant=("{{content}}<|eot_id|>",),
+        system=("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>",),
+        observation=("<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|>"
+                     "<|start_header_id|>assistant<|end_header_id|>\n\n",),
+        prefix=(BOS,), tool_format="llama3", stop_words=("<|eot_id|>", "<|eom_id|>"), replace_eos=True,
+    ),
+    Template(
+        "llama2",
+        user=(BOS, "[INST] {{content}} [/INST]"),
+        system=("<<SYS>>\n{{content}}\n<</SYS>>\n\n",),
+        fuse_system=True,
+    ),
+    Template(
+        "mistral",
+        user=("[INST] {{content}}[/INST]",),
+        assistant=(" {{content}}", EOS),
+        system=("{{content}}\n\n",),
+        function=("[TOOL_CALLS] {{content}}", EOS),
+        observation=('[TOOL_RESULTS] {"content": {{content}}}[/TOOL_RESULTS]',),
+        prefix=(BOS,), tool_format="mistral", fuse_system=True,
+    ),
+    Template(
+        "gemma",
+        user=("<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n",),
+        assistant=("{{content}}<end_of_turn>\n",),
+        system=("{{content}}\n\n",),
+        observation=("<start_of_turn>tool\n{{content}}<end_of_turn>\n<start_of_turn>model\n",),
+        prefix=(BOS,), stop_words=("<end_of_turn>",), replace_eos=True, fuse_system=True,
+    ),
+    Template("deepseek3", user=("<｜User｜>{{content}}<｜Assistant｜>",), prefix=(BOS,)),
+    Template(
+        "glm4",
+        user=("<|user|>\n{{content}}<|assistant|>",),
+        assistant=("\n{{content}}",),
+        system=("<|system|>\n{{content}}",),
+        function=("{{content}}",),
+        observation=("<|observation|>\n{{content}}<|assistant|>",),
+        prefix=("[gMASK]<sop>",), tool_format="glm4", stop_words=("<|user|>", "<|observation|>"),
+        efficient_eos=True,
+    ),
+    Template(
+        "phi4",
+        user=("<|im_start|>user<|im_sep|>{{content}}<|im_end|><|im_start|>assistant<|im_sep|>",),
+        assistant=("{{content}}<|im_end|>",),
+        system=("<|im_start|>system<|im_sep|>{{content}}<|im_end|>",),
+        stop_words=("<|im_end|>",), replace_eos=True,
+    ),
+]}
+
+
+def get_template(name: str | None, tokenizer, *, default_system: str | None = None,
+                 enable_thinking: bool | None = True, tool_format: str | None = None):
+    """Resolve a template by name (or the tokenizer's Jinja template when None) and fix the
+    tokenizer's EOS/pad/stop tokens to match it."""
+    if name is None:
+        template = JinjaTemplate(tokenizer, enable_thinking)
+    else:
+        if name not in TEMPLATES:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(TEMPLATES), n=3)
+            raise TemplateError(
+                f"Unknown template {name!r}." + (f" Did you mean: {', '.join(close)}?" if close else "")
+                + f" Available: {', '.join(sorted(TEMPLATES))}."
+            )
+        template = TEMPLATES[name]
+        changes: dict[str, Any] = {"enable_thinking": enable_thinking}
+        if default_system is not None:
+            changes["default_system"] = default_system
+        if tool_format is not None:
+            changes["tool_format"] = tool_format
+        template = replace(template, **changes)
+    template.fix_tokenizer(tokenizer)
+    return template
