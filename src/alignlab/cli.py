@@ -1,0 +1,93 @@
+"""`alignlab <command>`: parse argv and dispatch. No logic of its own."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value ...]
+
+commands:
+  data preview   show encoded examples (ids, labels, rendered text); --num N, --json
+  data validate  check every row of the datasets; --all for every registry entry
+  env            versions of python, torch, transformers, peft, accelerate, datasets; the device
+  version        the alignlab version
+
+Every command takes the config keys of `alignlab <command> --help`.
+"""
+
+
+def _pop_option(argv: list[str], name: str, has_value: bool):
+    if name not in argv:
+        return None
+    i = argv.index(name)
+    value = argv[i + 1] if has_value and i + 1 < len(argv) else True
+    del argv[i: i + (2 if has_value else 1)]
+    return value
+
+
+def _data(argv: list[str]) -> int:
+    from .config import help_text, load_config
+    from .data.inspect import format_preview, names_of, preview, validate
+
+    if not argv or argv[0] not in ("preview", "validate"):
+        print("usage: alignlab data {preview,validate} [CONFIG] [key=value ...]", file=sys.stderr)
+        return 2
+    action, rest = argv[0], list(argv[1:])
+    if "--help" in rest or "-h" in rest:
+        print(f"alignlab data {action}: takes the training keys.\n" + help_text(with_training=False))
+        return 0
+    if action == "preview":
+        num = int(_pop_option(rest, "--num", True) or 3)
+        as_json = bool(_pop_option(rest, "--json", False))
+        cfg = load_config(rest)
+        from .data import get_template
+        from .model import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+        template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
+                                enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
+        print(format_preview(preview(cfg, tokenizer, template, num), as_json))
+        return 0
+    check_all = bool(_pop_option(rest, "--all", False))
+    cfg = load_config(rest)
+    names = None if check_all else names_of(",".join(filter(None, [cfg.data.dataset, cfg.data.eval_dataset])))
+    if names is None and not check_all:
+        print("alignlab data validate: give `dataset=...` or --all", file=sys.stderr)
+        return 2
+    stage = cfg.resolved.get("stage")
+    report, ok = validate(cfg.data, names, stage)
+    print(report)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    from .config import ConfigError
+    from .data import DataError, TemplateError
+
+    try:
+        if command == "version":
+            from . import __version__
+
+            print(__version__)
+            return 0
+        if command == "env":
+            from .env import env_report
+
+            print(env_report())
+            return 0
+        if command == "data":
+            return _data(rest)
+    except (ConfigError, DataError, TemplateError) as e:
+        print(f"alignlab {command}: {e}", file=sys.stderr)
+        return 1
+    print(f"alignlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""From dataset names to tokenised `datasets.Dataset`s: load, convert, mix, split, encode, pack, cache.
+
+The tokenised result is cached on disk under a key made of the data files' contents, the
+registry entries, the tokenizer, the template and every option that changes the encoding; a
+second run with the same inputs loads it instead of tokenising again (`overwrite_cache`
+rebuilds it, `tokenized_path` saves/loads it at a path of your choice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, is_dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .convert import Example, SkipReport, convert_row
+from .encode import (
+    EncodeOptions,
+    chunk_pretrain,
+    encode_feedback,
+    encode_pairwise,
+    encode_pretrain_text,
+    encode_prompt_only,
+    encode_supervised,
+    pack,
+)
+from .registry import DataError, data_files, get_dataset_attr, iter_rows, read_dataset_info
+
+logger = logging.getLogger(__name__)
+
+STAGE_KIND = {"pt": "pt", "sft": "sft", "rm": "pairwise", "dpo": "pairwise", "kto": "feedback",
+              "ppo": "prompt", "grpo": "prompt", "predict": "prompt"}
+CACHE_FORMAT = 1  # bump when the encoded layout changes
+
+
+def split_names(names: str | None) -> list[str]:
+    return [n.strip() for n in (names or "").split(",") if n.strip()]
+
+
+def load_examples(data_args, names: str, seed: int, report: SkipReport) -> list[Example]:
+    """Read and convert the named datasets, apply num_samples/max_samples, then mix them."""
+    info = read_dataset_info(data_args.dataset_dir)
+    per_dataset = []
+    for name in split_names(names):
+        attr = get_dataset_attr(name, info, data_args.dataset_dir)
+        examples = []
+        for path, index, row in iter_rows(attr, data_args.dataset_dir):
+            ex = convert_row(attr, path, index, row, report)
+            if ex is not None:
+                examples.append(ex)
+        if attr.num_samples:
+            rng = random.Random(seed)
+            target = attr.num_samples
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            examples = [examples[order[i % len(order)]] for i in range(target)] if order else []
+        if data_args.max_samples:
+            examples = examples[: data_args.max_samples]
+        if not examples:
+            raise DataError(f"Dataset {name!r} has no usable rows." +
+                            (f"\n{report.summary()}" if report.counts else ""))
+        per_dataset.append(examples)
+    return mix(per_dataset, data_args.mix_strategy, data_args.interleave_probs, seed)
+
+
+def mix(datasets: list[list[Example]], strategy: str, probs: str | None, seed: int) -> list[Example]:
+    """concat, or interleave until the first (under) or the last (over) dataset is exhausted."""
+    if strategy == "concat" or len(datasets) == 1:
+        return [ex for d in datasets for ex in d]
+    weights = [float(p) for p in probs.split(",")] if probs else [1.0] * len(datasets)
+    if len(weights) != len(datasets):
+        raise DataError(f"`interleave_probs` has {len(weights)} values for {len(datasets)} datasets.")
+    rng = random.Random(seed)
+    positions = [0] * len(datasets)
+    exhausted = [False] * len(datasets)
+    out: list[Example] = []
+    turn = 0
+    while True:
+        i = rng.choices(range(len(datasets)), weights)[0] if probs else turn % len(datasets)
+        turn += 1
+        if positions[i] == len(datasets[i]):
+            exhausted[i] = True
+            if strategy == "interleave_under" or all(exhausted):
+                return out
+            positions[i] = 0
+        out.append(datasets[i][positions[i]])
+        positions[i] += 1
+        if positions[i] == len(datasets[i]):
+            exhausted[i] = True
+            if strategy == "interleave_under" or all(exhausted):
+                return out
+            positions[i] = 0
+
+
+def train_val_split(examples: list[Example], val_size: float, seed: int):
+    if not val_size:
+        return examples, []
+    n_val = int(val_size) if val_size >= 1 else math.ceil(val_size * len(examples))
+    if not 0 < n_val < len(examples):
+        raise DataError(f"`val_size` {val_size} leaves no training or no validation examples "
+                        f"out of {len(examples)}.")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    val = set(order[:n_val])
+    return ([ex for i, ex in enumerate(examples) if i not in val],
+            [examples[i] for i in order[:n_val]])
+
+
+def _encode_chunk(examples: list[Example], kind: str, template, tokenizer, opt: EncodeOptions,
+                  kl_answers: list[dict] | None = None) -> list[dict | None]:
+    out = []
+    for i, ex in enumerate(examples):
+        if kind == "sft":
+            out.append(encode_supervised(template, tokenizer, ex, opt))
+        elif kind == "pairwise":
+            out.append(encode_pairwise(template, tokenizer, ex, opt))
+        elif kind == "feedback":
+            out.append(encode_feedback(template, tokenizer, ex, kl_answers[i], opt))
+        elif kind == "prompt":
+            enc = encode_prompt_only(template, tokenizer, ex, opt)
+            if enc is not None:
+                enc["prompt_messages"] = json.dumps(ex.prompt, ensure_ascii=False)
+                enc["system"], enc["tools"] = ex.system, ex.tools
+                enc["extra"] = json.dumps(ex.extra, ensure_ascii=False, default=str)
+            out.append(enc)
+        else:  # pt
+            out.append({"input_ids": encode_pretrain_text(tokenizer, ex)})
+    return out
+
+
+_SKIP_REASON = {
+    "sft": "not a (user ... assistant) conversation with one answer",
+    "pairwise": "no chosen/rejected pair after a user turn",
+    "feedback": "no kto_tag or no single answer",
+    "prompt": "prompt does not end with a user turn",
+}
+
+
+def encode_examples(examples: list[Example], kind: str, template, tokenizer, opt: EncodeOptions,
+                    num_workers: int | None, report: SkipReport, packing: bool) -> list[dict]:
+    """Encode (in parallel when asked), count unusable examples, and pack or chunk."""
+    kl_answers = None
+    if kind == "feedback":  # each prompt is paired with the answer of the next example
+        kl_answers = [examples[(i + 1) % len(examples)].response[0] if examples[(i + 1) % len(examples)].response
+                      else {"role": "assistant", "content": ""} for i in range(len(examples))]
+    workers = min(num_workers or 1, max(1, len(examples) // 256))
+    if workers > 1:
+        size = math.ceil(len(examples) / (workers * 4))
+        chunks = [examples[i:i + size] for i in range(0, len(examples), size)]
+        kl_chunks = [kl_answers[i:i + size] if kl_answers else None for i in range(0, len(examples), size)]
+        jobs = [(chunk, kind, template, tokenizer, opt, kl) for chunk, kl in zip(chunks, kl_chunks)]
+        with get_context("fork").Pool(workers) as pool:
+            parts = pool.starmap(_encode_chunk, jobs)
+        encoded = [e for part in parts for e in part]
+    else:
+        encoded = _encode_chunk(examples, kind, template, tokenizer, opt, kl_answers)
+    kept = []
+    for ex, enc in zip(examples, encoded):
+        if enc is None:
+            report.skip(ex.dataset, _SKIP_REASON[kind], ex.row)
+        else:
+            kept.append(enc)
+    if kind == "pt":
+        ids = [e["input_ids"] for e in kept]
+        if packing:
+            return chunk_pretrain(ids, opt.cutoff_len)
+        return [{"input_ids": x[: opt.cutoff_len], "labels": x[: opt.cutoff_len]} for x in ids]
+    if kind == "sft" and packing:
+        return pack(kept, opt.cutoff_len)
+    return kept
+
+
+def _fingerprint(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return asdict(obj)
+    return obj
+
+
+def cache_key(data_args, stage: str, tokenizer, template, seed: int) -> str:
+    """Hash of everything that determines the encoded data."""
+    info = read_dataset_info(data_args.dataset_dir)
+    files = []
+    for name in split_names(data_args.dataset) + split_names(data_args.eval_dataset):
+        attr = get_dataset_attr(name, info, data_args.dataset_dir)
+        for path in data_files(attr, data_args.dataset_dir):
+            targets = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for p in targets:
+                if p.is_file():
+                    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                    files.append((name, str(p.relative_to(data_args.dataset_dir)), digest))
+        files.append((name, json.dumps(info[name], sort_keys=True)))
+    vocab = tokenizer.get_vocab()
+    tok_digest = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()
+    payload = {
+        "format": CACHE_FORMAT,
+        "stage": STAGE_KIND.get(stage, stage),
+        "files": files,
+        "tokenizer": [tok_digest, tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token],
+        "template": repr(_fingerprint(template)) if template.name != "jinja" else tokenizer.chat_template,
+        "options": {k: getattr(data_args, k) for k in (
+            "dataset", "eval_dataset", "cutoff_len", "train_on_prompt", "mask_history", "mix_strategy",
+            "interleave_probs", "max_samples", "val_size", "packing", "neat_packing", "default_system",
+            "enable_thinking", "tool_format")},
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ALIGNLAB_CACHE", Path.home() / ".cache" / "alignlab")) / "tokenized"
+
+
+@dataclass
+class EncodedData:
+    train: Any  # datasets.Dataset or None
+    eval: Any  # datasets.Dataset or None
+    report: SkipReport
+    cache_dir: str | None = None
+    from_cache: bool = False
+
+
+def _save_atomic(dataset_dict, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
+    dataset_dict.save_to_disk(str(tmp))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def _load_saved(path: Path) -> EncodedData:
+    from datasets import load_from_disk
+
+    saved = load_from_disk(str(path))
+    return EncodedData(train=saved["train"] if "train" in saved else None,
+                       eval=saved["eval"] if "eval" in saved else None,
+                       report=SkipReport(), cache_dir=str(path), from_cache=True)
+
+
+def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> EncodedData:
+    """Tokenised train/eval datasets for a stage, from cache when the inputs are unchanged."""
+    from datasets import Dataset, DatasetDict
+
+    if data_args.tokenized_path and Path(data_args.tokenized_path, "dataset_dict.json").is_file() \
+            and not data_args.overwrite_cache:
+        logger.info("Loading tokenised data from %s", data_args.tokenized_path)
+        return _load_saved(Path(data_args.tokenized_path))
+    if not data_args.dataset and not data_args.eval_dataset:
+        raise DataError("No `dataset` given: name one or more entries of dataset_info.json.")
+    kind = STAGE_KIND[stage]
+    cache_dir = cache_root() / cache_key(data_args, stage, tokenizer, template, seed)
+    if cache_dir.joinpath("dataset_dict.json").is_file() and not data_args.overwrite_cache:
+        logger.info("Loading cached tokenised data from %s", cache_dir)
+        return _load_saved(cache_dir)
+
+    report = SkipReport()
+    train_examples = load_examples(data_args, data_args.dataset, seed, report) if data_args.dataset else []
+    eval_examples = load_examples(data_args, data_args.eval_dataset, seed, report) if data_args.eval_dataset else []
+    if data_args.val_size:
+        train_examples, eval_examples = train_val_split(train_examples, data_args.val_size, seed)
+    opt = EncodeOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)
+    splits = {}
+    for split, examples in (("train", train_examples), ("eval", eval_examples)):
+        if examples:
+            rows = encode_examples(examples, kind, template, tokenizer, opt,
+                                   data_args.preprocessing_num_workers, report,
+                                   packing=bool(data_args.packing) and split == "train")
+            if not rows:
+                raise DataError(f"No {split} example survived encoding.\n{report.summary()}")
+            splits[split] = Dataset.from_list(rows)
+    if report.counts:
+        logger.warning("Some rows were skipped:\n%s", report.summary())
+    bundle = DatasetDict(splits)
+    _save_atomic(bundle, cache_dir)
+    if data_args.tokenized_path:
+        _save_atomic(bundle, Path(data_args.tokenized_path))
+    return EncodedData(train=splits.get("train"), eval=splits.get("eval"), report=report,
+                       cache_dir=str(cache_dir))
