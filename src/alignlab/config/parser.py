@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import json
 import typing
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
             if len(args) < len(typing.get_args(tp)):
                 return None
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # transformers' `Union[SomeEnum, str]`: the enum decides
+            return _coerce(key, value, enums[0])
         errors = []
         for arg in sorted(args, key=lambda a: a is str):  # try str last
             try:
@@ -124,11 +128,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"`{key}`: expected a mapping, got {value!r}.")
         return value
-    if isinstance(tp, type) and issubclass(tp, str):  # str enums of transformers
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # str enums of transformers
         try:
             return tp(value)
         except ValueError:
-            choices = [m.value for m in tp] if hasattr(tp, "__members__") else []
+            choices = [str(m.value) for m in tp]
             raise ConfigError(f"`{key}`: {value!r} is not one of {', '.join(choices)}.") from None
     return value
 

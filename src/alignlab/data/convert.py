@@ -184,6 +184,15 @@ def _convert_messages(attr: DatasetAttr, row: dict, where: str) -> Example:
     return ex
 
 
+def check_mapped_columns(attr: DatasetAttr, path: Path, seen: set[str]) -> None:
+    """A column named in `columns` that no row of the file has is a wrong mapping."""
+    missing = [f"{attr.columns[r]!r} (mapped from `{r}`)" for r in attr.mapped if attr.columns[r] not in seen]
+    if missing and seen:
+        raise DataError(f"dataset {attr.name!r}, file {path}: column {', '.join(missing)} appears in no row; "
+                        f"the rows have columns {', '.join(map(repr, sorted(seen)))}. Fix `columns` for "
+                        f"{attr.name!r} in dataset_info.json.")
+
+
 def convert_row(attr: DatasetAttr, path: Path, index: int, row: dict, report: SkipReport) -> Example | None:
     """Convert one row; None (and a counted reason) for rows skipped on purpose."""
     where = _where(attr, path, index)

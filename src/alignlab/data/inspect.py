@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from .convert import SkipReport, convert_row
+from .convert import SkipReport, check_mapped_columns, convert_row
 from .encode import IGNORE_INDEX, EncodeOptions
 from .loader import STAGE_KIND, encode_examples, load_examples, split_names
 from .registry import DataError, get_dataset_attr, iter_rows, read_dataset_info
@@ -89,9 +89,10 @@ def validate(data_args, names: list[str] | None, stage: str | None, max_errors: 
             lines.append(f"{name}: {'skipped, ' if hub_only and not explicit else 'ERROR '}{e}")
             ok = ok and (hub_only and not explicit)
             continue
-        report, errors, counts = SkipReport(), [], Counter()
+        report, errors, counts, seen = SkipReport(), [], Counter(), {}
         try:
             for path, index, row in iter_rows(attr, data_args.dataset_dir):
+                seen.setdefault(path, set()).update(row)
                 try:
                     ex = convert_row(attr, path, index, row, report)
                 except DataError as e:
@@ -108,6 +109,8 @@ def validate(data_args, names: list[str] | None, stage: str | None, max_errors: 
                                       f"needs {need[0]}.")
                 else:
                     counts["ok"] += 1
+            for path, columns in seen.items():
+                check_mapped_columns(attr, path, columns)
         except DataError as e:
             counts["error"] += 1
             errors.append(str(e))

@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .convert import Example, SkipReport, convert_row
+from .convert import Example, SkipReport, check_mapped_columns, convert_row
 from .encode import (
     EncodeOptions,
     chunk_pretrain,
@@ -51,11 +51,14 @@ def load_examples(data_args, names: str, seed: int, report: SkipReport) -> list[
     per_dataset = []
     for name in split_names(names):
         attr = get_dataset_attr(name, info, data_args.dataset_dir)
-        examples = []
+        examples, seen = [], {}
         for path, index, row in iter_rows(attr, data_args.dataset_dir):
+            seen.setdefault(path, set()).update(row)
             ex = convert_row(attr, path, index, row, report)
             if ex is not None:
                 examples.append(ex)
+        for path, columns in seen.items():
+            check_mapped_columns(attr, path, columns)
         if attr.num_samples:
             rng = random.Random(seed)
             target = attr.num_samples
@@ -72,7 +75,8 @@ def load_examples(data_args, names: str, seed: int, report: SkipReport) -> list[
 
 
 def mix(datasets: list[list[Example]], strategy: str, probs: str | None, seed: int) -> list[Example]:
-    """concat, or interleave until the first (under) or the last (over) dataset is exhausted."""
+    """concat, or interleave (as `datasets.interleave_datasets`): `interleave_under` stops when an
+    exhausted dataset is drawn, `interleave_over` restarts it until every dataset ran out once."""
     if strategy == "concat" or len(datasets) == 1:
         return [ex for d in datasets for ex in d]
     weights = [float(p) for p in probs.split(",")] if probs else [1.0] * len(datasets)
@@ -87,17 +91,15 @@ def mix(datasets: list[list[Example]], strategy: str, probs: str | None, seed: i
         i = rng.choices(range(len(datasets)), weights)[0] if probs else turn % len(datasets)
         turn += 1
         if positions[i] == len(datasets[i]):
-            exhausted[i] = True
-            if strategy == "interleave_under" or all(exhausted):
+            if strategy == "interleave_under":
                 return out
             positions[i] = 0
         out.append(datasets[i][positions[i]])
         positions[i] += 1
         if positions[i] == len(datasets[i]):
             exhausted[i] = True
-            if strategy == "interleave_under" or all(exhausted):
+            if strategy == "interleave_over" and all(exhausted):
                 return out
-            positions[i] = 0
 
 
 def train_val_split(examples: list[Example], val_size: float, seed: int):
@@ -259,6 +261,8 @@ def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> E
     cache_dir = cache_root() / cache_key(data_args, stage, tokenizer, template, seed)
     if cache_dir.joinpath("dataset_dict.json").is_file() and not data_args.overwrite_cache:
         logger.info("Loading cached tokenised data from %s", cache_dir)
+        if data_args.tokenized_path:
+            shutil.copytree(cache_dir, data_args.tokenized_path, dirs_exist_ok=True)
         return _load_saved(cache_dir)
 
     report = SkipReport()

@@ -47,7 +47,8 @@ class DatasetAttr:
     num_samples: int | None = None
     columns: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    required: tuple[str, ...] = ()  # column roles every row must have (main + user-mapped)
+    required: tuple[str, ...] = ()  # column roles every row must have
+    mapped: tuple[str, ...] = ()  # column roles named in the entry's `columns`
 
 
 def read_dataset_info(dataset_dir: str) -> dict[str, dict]:
@@ -93,11 +94,12 @@ def get_dataset_attr(name: str, info: dict[str, dict], dataset_dir: str) -> Data
     tags = dict(DEFAULT_TAGS.get(formatting, {}))
     tags.update(entry.get("tags", {}) or {})
     main = "prompt" if formatting == "alpaca" else "messages"
-    required = tuple(dict.fromkeys([main, *given]))
+    ranking = bool(entry.get("ranking", False))
+    required = (main, "chosen", "rejected") if ranking and "chosen" in given else (main,)
     return DatasetAttr(name=name, file_name=entry["file_name"], formatting=formatting,
-                       ranking=bool(entry.get("ranking", False)), split=entry.get("split", "train"),
+                       ranking=ranking, split=entry.get("split", "train"),
                        num_samples=entry.get("num_samples"), columns=columns, tags=tags,
-                       required=required)
+                       required=required, mapped=tuple(given))
 
 
 def data_files(attr: DatasetAttr, dataset_dir: str) -> list[Path]:

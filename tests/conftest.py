@@ -1,0 +1,38 @@
+"""Shared fixtures: the bundled tiny Qwen3 tokenizer/model (random init) and paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "examples" / "models" / "tiny-qwen3"
+LF_DATA = ROOT.parent / "shared" / "fixtures" / "llamafactory-data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own tokenised-data cache."""
+    monkeypatch.setenv("ALIGNLAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TINY)
+
+
+def tiny_model(seed: int = 0, attn: str = "sdpa"):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(TINY)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
