@@ -36,3 +36,20 @@ def tiny_model(seed: int = 0, attn: str = "sdpa"):
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(tmp_path_factory):
+    """The tiny model with random weights (seed 0) saved as a normal model folder."""
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-base")
+    tiny_model(seed=0).save_pretrained(path)
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
+    return path
+
+
+def read_jsonl(path):
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -7,6 +7,7 @@ import sys
 USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value ...]
 
 commands:
+  train          train a stage (pt, sft) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device
@@ -60,14 +61,67 @@ def _data(argv: list[str]) -> int:
     return 0 if ok else 1
 
 
+def _torchrun_command(argv: list[str]) -> list[str] | None:
+    """LLaMA-Factory's launcher variables: relaunch through torchrun when asked (or several GPUs)."""
+    import os
+
+    if "LOCAL_RANK" in os.environ:
+        return None
+    nproc = os.environ.get("NPROC_PER_NODE")
+    if nproc is None:
+        import torch
+
+        nproc = str(max(torch.cuda.device_count(), 1))
+    force = os.environ.get("FORCE_TORCHRUN", "0").lower() in ("1", "true", "yes")
+    nnodes = os.environ.get("NNODES", "1")
+    if not force and int(nproc) <= 1 and nnodes == "1":
+        return None
+    import random
+
+    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+            f"--node_rank={os.environ.get('NODE_RANK', '0')}", f"--nproc_per_node={nproc}",
+            f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
+            f"--master_port={os.environ.get('MASTER_PORT', str(random.randint(20001, 29999)))}",
+            "-m", "alignlab.cli", "train", *argv]
+
+
+def _train(argv: list[str]) -> int:
+    from .config import help_text, load_config
+
+    if "--help" in argv or "-h" in argv:
+        print("alignlab train CONFIG.yaml [key=value ...] [--key value ...]\n" + help_text())
+        return 0
+    command = _torchrun_command(argv)
+    if command:
+        import subprocess
+
+        return subprocess.run(command).returncode
+    cfg = load_config(argv, with_training=True)
+    from .train import run_train
+
+    run_train(cfg)
+    return 0
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.WARNING)
+    logging.getLogger("alignlab").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
+    _setup_logging()
     from .config import ConfigError
     from .data import DataError, TemplateError
+    from .model.loader import ModelError
+    from .train.trainer import NonFiniteLossError
 
     try:
         if command == "version":
@@ -82,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "data":
             return _data(rest)
-    except (ConfigError, DataError, TemplateError) as e:
-        print(f"alignlab {command}: {e}", file=sys.stderr)
+        if command == "train":
+            return _train(rest)
+    except (ConfigError, DataError, TemplateError, ModelError, NonFiniteLossError, NotImplementedError) as e:
+        print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1
     print(f"alignlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

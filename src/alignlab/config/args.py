@@ -97,6 +97,7 @@ class DataArguments:
 class FinetuningArguments:
     stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "grpo"] = _key("sft", "Training stage.")
     finetuning_type: Literal["lora", "freeze", "full"] = _key("lora", "Which parameters train.")
+    pure_bf16: bool = _key(False, "Train in pure bfloat16 (no float32 master weights).")
     freeze_trainable_layers: int = _key(
         2, "Freeze: number of trainable layers, last ones (positive) or first ones (negative)."
     )

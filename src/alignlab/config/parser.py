@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import logging
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from .args import GROUPS, DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -60,9 +64,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin is Union or str(origin) == "<class 'types.UnionType'>":
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if len(args) < len(typing.get_args(tp)):
-                return None
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
         enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
         if enums and isinstance(value, str):  # transformers' `Union[SomeEnum, str]`: the enum decides
             return _coerce(key, value, enums[0])
@@ -190,6 +193,24 @@ def read_config_file(path: str) -> dict[str, Any]:
     return data
 
 
+# Keys that transformers 5 renamed or dropped but LLaMA-Factory configs still use.
+RENAMED = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu"}
+DROPPED = {"logging_dir": "transformers 5 writes TensorBoard logs under output_dir/runs",
+           "save_safetensors": "transformers 5 always saves safetensors"}
+
+
+def _translate_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in raw.items():
+        if key in DROPPED:
+            logger.warning("Ignoring `%s`: %s.", key, DROPPED[key])
+            continue
+        if key == "warmup_ratio" and value is not None and not 0 <= float(value) < 1:
+            raise ConfigError("`warmup_ratio` must lie in [0, 1).")
+        out[RENAMED.get(key, key)] = value
+    return out
+
+
 def _check_unknown(raw: dict[str, Any], keys: dict[str, Any], source: str) -> None:
     for key in raw:
         if key not in keys:
@@ -232,8 +253,10 @@ def validate(cfg: Config) -> None:
     if f.finetuning_type != "lora" and (m.adapter_name_or_path or f.use_dora or f.pissa_init):
         raise ConfigError("`adapter_name_or_path`, `use_dora` and `pissa_init` need "
                           "`finetuning_type: lora`.")
-    if m.train_from_scratch and m.adapter_name_or_path:
-        raise ConfigError("`train_from_scratch` cannot load `adapter_name_or_path`.")
+    if m.train_from_scratch and f.finetuning_type != "full":
+        raise ConfigError("`train_from_scratch` needs `finetuning_type: full`: a randomly initialised base "
+                          "is not saved with a LoRA adapter or frozen layers, so the result could not be "
+                          "loaded again.")
     if not 0 <= f.dpo_label_smoothing <= 0.5:
         raise ConfigError("`dpo_label_smoothing` must lie in [0, 0.5].")
 
@@ -248,9 +271,10 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
     keys = known_keys(with_training=True)
     raw: dict[str, Any] = dict(defaults or {})
     if path:
-        from_file = read_config_file(path)
+        from_file = _translate_legacy(read_config_file(path))
         _check_unknown(from_file, keys, path)
         raw.update(from_file)
+    overrides = _translate_legacy(overrides)
     _check_unknown(overrides, keys, "command-line overrides")
     raw.update(overrides)
 
@@ -268,6 +292,18 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         names = _fields_of(cls)
         kwargs = {k: v for k, v in typed.items() if k in names}
         kwargs.setdefault("output_dir", "saves/run")
+        import torch
+
+        if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+            kwargs.setdefault("use_cpu", True)  # lets GPU-minded configs (bf16: true) run here unchanged
+        if kwargs.get("deepspeed"):
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ConfigError("`deepspeed` is set but DeepSpeed is not installed: pip install "
+                                  "'alignlab[deepspeed]' (GPU), or remove the key to train without it.")
+            if isinstance(kwargs["deepspeed"], str) and not Path(kwargs["deepspeed"]).is_file():
+                raise ConfigError(f"`deepspeed` config file {kwargs['deepspeed']} does not exist.")
         try:
             training = cls(**kwargs)
         except (ValueError, TypeError) as e:

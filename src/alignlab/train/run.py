@@ -1,0 +1,90 @@
+"""`alignlab train`: resolve the run directory, tokenizer, template and data, then hand over to
+the stage module."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("pt", "sft")
+
+
+def write_run_config(cfg, template_name: str | None) -> None:
+    """`run_config.yaml`: the resolved config with the template, written atomically."""
+    resolved = {k: v.value if isinstance(v, enum.Enum) else v for k, v in cfg.resolved.items()}
+    resolved.update({"stage": cfg.finetuning.stage, "template": template_name,
+                     "finetuning_type": cfg.finetuning.finetuning_type,
+                     "cutoff_len": cfg.data.cutoff_len, "enable_thinking": cfg.data.enable_thinking})
+    if cfg.data.default_system is not None:
+        resolved["default_system"] = cfg.data.default_system
+    out = Path(cfg.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".run_config", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(resolved, f, allow_unicode=True, sort_keys=False)
+    os.replace(tmp, out / "run_config.yaml")
+
+
+def resume_checkpoint(cfg) -> str | None:
+    """The checkpoint to resume: the one asked for, else the last in output_dir (unless overwriting)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    training = cfg.training
+    if training.resume_from_checkpoint:
+        return training.resume_from_checkpoint
+    out = Path(training.output_dir)
+    if not out.is_dir():
+        return None
+    if cfg.finetuning.overwrite_output_dir:
+        if training.process_index == 0:
+            for child in out.glob("checkpoint-*"):
+                shutil.rmtree(child, ignore_errors=True)
+        return None
+    last = get_last_checkpoint(str(out))
+    if last:
+        logger.warning("Resuming from %s (set `overwrite_output_dir: true` to start afresh).", last)
+    return last
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    model: object  # the trained model (a PeftModel for LoRA), still in memory
+
+
+def run_train(cfg) -> RunResult:
+    """Train the configured stage; return its final metrics and the trained model."""
+    from ..data import get_dataset, get_template
+    from transformers import set_seed
+
+    from ..model import load_tokenizer
+
+    stage = cfg.finetuning.stage
+    if stage not in STAGES:
+        raise NotImplementedError(f"stage {stage!r} is not available yet in this version; available: "
+                                  f"{', '.join(STAGES)}.")
+    training = cfg.training
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
+                            enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
+    resume = resume_checkpoint(cfg)
+    if training.process_index == 0:
+        write_run_config(cfg, cfg.data.template)
+    set_seed(training.seed)  # adapter initialisation is reproducible too
+    with training.main_process_first(desc="tokenising the data"):
+        data = get_dataset(cfg.data, stage, tokenizer, template, seed=training.data_seed or training.seed)
+    if data.report.counts:
+        logger.warning("Rows skipped while preparing the data:\n%s", data.report.summary())
+    from . import pt, sft
+
+    module = {"pt": pt, "sft": sft}[stage]
+    return RunResult(*module.run(cfg, tokenizer, template, data, resume))

@@ -1,0 +1,67 @@
+"""The Trainer every offline stage builds on: HF Trainer plus a non-finite-loss guard, LoRA+
+optimiser groups and optional in-order sampling."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import Trainer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; training stops and the last checkpoint stays usable."""
+
+
+class AlignTrainer(Trainer):
+    def __init__(self, *args, finetuning_args=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.finetuning_args = finetuning_args
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Forward and backward as usual, then refuse to continue when the loss or any gradient is
+        NaN/inf: the optimiser step has not run yet, so weights and checkpoints stay finite."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        what = None
+        if not torch.isfinite(loss).all():
+            what = f"The training loss is {loss.item()}"
+        elif grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            what = f"A gradient is not finite (loss {loss.item():.4g})"
+        if what:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            raise NonFiniteLossError(
+                f"{what} at step {self.state.global_step + 1}; stopping before the update. Last checkpoint: "
+                f"{os.path.basename(last) if last else 'none yet'} in {self.args.output_dir}. Lower "
+                "`learning_rate`, enable `max_grad_norm`, or check the data.")
+        return loss
+
+    def _get_train_sampler(self, *args, **kwargs):
+        if self.finetuning_args is not None and self.finetuning_args.disable_shuffling:
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+        return super()._get_train_sampler(*args, **kwargs)
+
+    def create_optimizer(self):
+        ratio = getattr(self.finetuning_args, "loraplus_lr_ratio", None)
+        if self.optimizer is not None or not ratio:
+            return super().create_optimizer()
+        lr = self.args.learning_rate
+        decay = set(self.get_decay_parameter_names(self.model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            if "lora_embedding" in name:
+                group_lr = self.finetuning_args.loraplus_lr_embedding
+            elif "lora_B" in name or param.ndim == 1 and "lora" in name:
+                group_lr = lr * ratio
+            else:
+                group_lr = lr
+            wd = self.args.weight_decay if name in decay else 0.0
+            groups.setdefault((group_lr, wd), []).append(param)
+        optim_cls, optim_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optim_cls(
+            [{"params": p, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), p in groups.items()], **optim_kwargs)
+        return self.optimizer
