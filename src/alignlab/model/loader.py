@@ -144,7 +144,7 @@ def load_model(tokenizer, model_args, finetuning_args=None, training_args=None, 
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=not model_args.disable_gradient_checkpointing)
         elif not model_args.disable_gradient_checkpointing and model.supports_gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
             if lora:
                 model.enable_input_require_grads()

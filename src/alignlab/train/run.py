@@ -4,6 +4,7 @@ the stage module."""
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import shutil
@@ -34,25 +35,38 @@ def write_run_config(cfg, template_name: str | None) -> None:
     os.replace(tmp, out / "run_config.yaml")
 
 
-def resume_checkpoint(cfg) -> str | None:
-    """The checkpoint to resume: the one asked for, else the last in output_dir (unless overwriting)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def _complete(checkpoint: Path) -> bool:
+    """HF writes trainer_state.json last: a checkpoint without a readable one was cut off mid-save."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
+
+def resume_checkpoint(cfg) -> str | None:
+    """The checkpoint to resume: the one asked for, else the last complete one in output_dir
+    (unless overwriting). Checkpoints cut off by a crash are removed."""
     training = cfg.training
     if training.resume_from_checkpoint:
         return training.resume_from_checkpoint
     out = Path(training.output_dir)
-    if not out.is_dir():
-        return None
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                         if p.name.split("-")[-1].isdigit() else -1, reverse=True) if out.is_dir() else []
+    main = training.process_index == 0
     if cfg.finetuning.overwrite_output_dir:
-        if training.process_index == 0:
-            for child in out.glob("checkpoint-*"):
+        for child in checkpoints:
+            if main:
                 shutil.rmtree(child, ignore_errors=True)
         return None
-    last = get_last_checkpoint(str(out))
-    if last:
-        logger.warning("Resuming from %s (set `overwrite_output_dir: true` to start afresh).", last)
-    return last
+    for checkpoint in checkpoints:
+        if _complete(checkpoint):
+            logger.warning("Resuming from %s (set `overwrite_output_dir: true` to start afresh).", checkpoint)
+            return str(checkpoint)
+        logger.warning("Removing %s: it was cut off while being saved.", checkpoint)
+        if main:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 @dataclass
