@@ -1,0 +1,63 @@
+"""Batched generation for evaluation: left-padded prompts decoded together, stop on the template's
+stop tokens, progress on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+
+def load_for_inference(model_dir: str, adapter: str | None = None):
+    """Model, tokenizer and template of a run directory (template read from run_config.yaml)."""
+    from pathlib import Path
+
+    import yaml
+
+    from ..config import load_config
+    from ..data import get_template
+    from ..model import load_tokenizer
+    from ..model.adapter import init_adapter
+    from ..model.loader import load_model
+
+    run_config = Path(adapter or model_dir) / "run_config.yaml"
+    saved = yaml.safe_load(run_config.read_text()) if run_config.is_file() else {}
+    base = saved.get("model_name_or_path", model_dir) if adapter else model_dir
+    args = [f"model_name_or_path={base}", f"finetuning_type={'lora' if adapter else 'full'}"]
+    if adapter:
+        args.append(f"adapter_name_or_path={adapter}")
+    cfg = load_config(args)
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(saved.get("template"), tokenizer, default_system=saved.get("default_system"),
+                            enable_thinking=saved.get("enable_thinking", True))
+    model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False)
+    return model.eval(), tokenizer, template
+
+
+@torch.inference_mode()
+def generate_batched(model, tokenizer, template, prompts: list[list[int]], *, batch_size: int = 32,
+                     num_samples: int = 1, desc: str = "generating", **gen_kwargs) -> list[list[str]]:
+    """Answers (decoded, special tokens dropped) for each prompt: `num_samples` per prompt."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[list[str]] = [[] for _ in prompts]
+    pad = tokenizer.pad_token_id
+    stop = template.stop_token_ids(tokenizer)
+    start = time.time()
+    for done in range(0, len(order), batch_size):
+        chunk = order[done:done + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=num_samples,
+                             eos_token_id=stop, pad_token_id=pad, **gen_kwargs)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        for k, i in enumerate(chunk):
+            answers[i] = texts[k * num_samples:(k + 1) * num_samples]
+        finished = min(done + batch_size, len(order))
+        elapsed = time.time() - start
+        eta = elapsed / finished * (len(order) - finished)
+        print(f"\r{desc}: {finished}/{len(order)} prompts, {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
+              end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return answers
