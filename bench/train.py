@@ -58,7 +58,7 @@ def sync(device: str) -> None:
 
 def model_dir(shape: str, tmp: Path) -> Path:
     out = tmp / shape
-    shutil.copytree(TINY, out)
+    shutil.copytree(TINY, out, dirs_exist_ok=True)
     config = json.loads((out / "config.json").read_text())
     config.update(SHAPES[shape])
     (out / "config.json").write_text(json.dumps(config))
@@ -74,18 +74,18 @@ def matmul_params(model) -> int:
 
 
 def run_case(shape: str, method: str, packing: bool, steps: int, batch: int, cutoff: int, peak: float,
-             device: str, tmp: Path, extra: list[str]) -> dict:
+             device: str, tmp: Path, extra: list[str], profile: bool = False) -> dict:
     from alignlab.config import load_config
     from alignlab.data import SupervisedCollator, get_dataset, get_template
     from alignlab.model import load_tokenizer
     from alignlab.train.sft import build_model
     from alignlab.train.trainer import AlignTrainer
 
-    path = model_dir(shape, tmp)
+    path = model_dir(shape, tmp / f"{method}-{packing}")
     args = [f"model_name_or_path={path}", "stage=sft", "dataset=demo_sft", "template=qwen3_nothink",
             f"cutoff_len={cutoff}", f"packing={str(packing).lower()}", f"neat_packing={str(packing).lower()}",
             "finetuning_type=full" if method == "full" else "finetuning_type=lora", "lora_target=all",
-            "train_from_scratch=" + ("true" if method == "full" else "false"), f"output_dir={tmp / 'run'}",
+            "train_from_scratch=" + ("true" if method == "full" else "false"), f"output_dir={tmp / method / 'run'}",
             f"per_device_train_batch_size={batch}", f"max_steps={steps}", "learning_rate=1e-4", "report_to=none",
             "logging_steps=1000", "save_strategy=no", "disable_gradient_checkpointing=true",
             "dataloader_pin_memory=false", "max_samples=4000", "overwrite_output_dir=true", *extra]
@@ -126,7 +126,16 @@ def run_case(shape: str, method: str, packing: bool, steps: int, batch: int, cut
                            callbacks=[Timer()], finetuning_args=cfg.finetuning)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with torch_profile(activities=activities) as prof:
+            trainer.train()
+        sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=15))
+    else:
+        trainer.train()
     warm = min(3, steps // 3)
     step_time = sum(times[warm:]) / len(times[warm:])
     # the dataloader prefetches; tokens of the timed steps are the batches those steps consumed
@@ -164,6 +173,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--cutoff", type=int, default=256)
     parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="print where the time goes (torch profiler)")
     parser.add_argument("extra", nargs="*", help="extra key=value config overrides")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,7 +185,7 @@ def main() -> int:
         for method in args.methods.split(","):
             for packing in packings:
                 rows.append(run_case(args.model, method, packing, args.steps, args.batch, args.cutoff, peak,
-                                     device, Path(tmp), args.extra))
+                                     device, Path(tmp), args.extra, args.profile))
                 print(table(rows[-1:], peak, device).splitlines()[-1], flush=True)
     text = table(rows, peak, device)
     print(text)

@@ -20,7 +20,7 @@ def losses(out):
 
 
 def test_kill_and_resume_finishes_identically(base_model_dir, tmp_path):
-    args = dict(finetuning_type="full", learning_rate=1e-3, max_steps=30, save_steps=5, max_samples=400,
+    args = dict(finetuning_type="full", learning_rate=1e-3, max_steps=40, save_steps=5, max_samples=400,
                 cutoff_len=256, per_device_train_batch_size=16)
     straight = tmp_path / "straight"
     cli(*common(base_model_dir, straight, **args))
@@ -33,10 +33,10 @@ def test_kill_and_resume_finishes_identically(base_model_dir, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (resumed / "checkpoint-10").is_dir() and not (resumed / "checkpoint-30").exists()
+    assert (resumed / "checkpoint-10").is_dir() and not (resumed / "checkpoint-40").exists()
     run = cli(*common(base_model_dir, resumed, **args))
     assert "Resuming from" in run.stderr
-    assert [e["current_steps"] for e in read_jsonl(resumed / "trainer_log.jsonl") if e.get("loss")] == list(range(1, 31))
+    assert [e["current_steps"] for e in read_jsonl(resumed / "trainer_log.jsonl") if e.get("loss")] == list(range(1, 41))
     assert abs(losses(straight)[-1] - losses(resumed)[-1]) < 1e-6
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

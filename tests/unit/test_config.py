@@ -90,5 +90,7 @@ def test_llamafactory_keys_renamed_by_transformers5_still_work():
                       with_training=True)
     assert cfg.training.warmup_steps == 0.1 and cfg.training.eval_strategy.value == "steps"
     assert cfg.finetuning.overwrite_output_dir is True
+    cfg = load_config(["save_strategy=no", "eval_strategy=no"], with_training=True)  # YAML reads `no` as false
+    assert cfg.training.save_strategy.value == "no"
     with pytest.raises(ConfigError, match="warmup_ratio"):
         load_config(["warmup_ratio=2"])

@@ -67,7 +67,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value is None and len(args) < len(typing.get_args(tp)):
             return None
         enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums and isinstance(value, str):  # transformers' `Union[SomeEnum, str]`: the enum decides
+        if enums and isinstance(value, (str, bool)):  # transformers' `Union[SomeEnum, str]`: the enum decides
             return _coerce(key, value, enums[0])
         errors = []
         for arg in sorted(args, key=lambda a: a is str):  # try str last
@@ -132,6 +132,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"`{key}`: expected a mapping, got {value!r}.")
         return value
     if isinstance(tp, type) and issubclass(tp, enum.Enum):  # str enums of transformers
+        if isinstance(value, bool):  # YAML 1.1 reads `save_strategy: no` as false
+            value = "yes" if value else "no"
         try:
             return tp(value)
         except ValueError:
