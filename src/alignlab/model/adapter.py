@@ -77,6 +77,8 @@ def _setup_lora(model, model_args, args, is_trainable: bool):
         lora_dropout=args.lora_dropout, target_modules=targets, use_rslora=args.use_rslora,
         use_dora=args.use_dora, modules_to_save=_names(args.additional_target) or None,
         init_lora_weights=init,
+        # keep tied input/output embeddings tied when one of them is trained in full (additional_target)
+        ensure_weight_tying=bool(args.additional_target and getattr(model.config, "tie_word_embeddings", False)),
     )
     return get_peft_model(model, config)
 
