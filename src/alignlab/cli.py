@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value ...]
 
 commands:
-  train          train a stage (pt, sft) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
+  train          train a stage (pt, sft, rm, dpo, kto) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device

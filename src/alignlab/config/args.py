@@ -144,6 +144,12 @@ class FinetuningArguments:
     reward_model_adapters: str | None = _key(None, "Adapters of the reward model.")
     reward_model_quantization_bit: int | None = _key(None, "Quantise the reward model.")
     reward_model_type: Literal["lora", "full", "api"] = _key("lora", "Reward model kind for PPO.")
+    precompute_ref_logps: bool = _key(
+        True, "dpo/kto (ours): compute the reference log-probs once before training, not every step."
+    )
+    rm_min_accuracy: float = _key(
+        0.85, "rm (ours): held-out pair accuracy below which the reward model is reported not ready."
+    )
     plot_loss: bool = _key(False, "Save loss curves as PNG in output_dir.")
     overwrite_output_dir: bool = _key(
         False, "Start afresh even if output_dir holds checkpoints (dropped by transformers 5; kept)."

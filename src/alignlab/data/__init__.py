@@ -1,6 +1,6 @@
 """Data: registry (dataset_info.json) -> convert -> templates -> encode -> collate."""
 
-from .collate import PairwiseCollator, SupervisedCollator
+from .collate import FeedbackCollator, PairwiseCollator, SupervisedCollator
 from .convert import Example, SkipReport
 from .encode import IGNORE_INDEX
 from .loader import STAGE_KIND, EncodedData, get_dataset, load_examples
@@ -13,6 +13,7 @@ __all__ = [
     "TEMPLATES",
     "DataError",
     "EncodedData",
+    "FeedbackCollator",
     "Example",
     "PairwiseCollator",
     "SkipReport",

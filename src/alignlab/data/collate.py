@@ -64,6 +64,11 @@ class SupervisedCollator:
         return batch
 
 
+def _scalars(features: list[dict], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-example numbers stored with the data (e.g. precomputed reference log-probs)."""
+    return {n: torch.tensor([f[n] for f in features]) for n in names if n in features[0]}
+
+
 @dataclass
 class PairwiseCollator:
     """rm/dpo batches: the chosen rows then the rejected rows, padded to one length (2B rows)."""
@@ -74,6 +79,23 @@ class PairwiseCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = [f["chosen_input_ids"] for f in features] + [f["rejected_input_ids"] for f in features]
         labels = [f["chosen_labels"] for f in features] + [f["rejected_labels"] for f in features]
-        return SupervisedCollator(self.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of)(
+        batch = SupervisedCollator(self.pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of)(
             [{"input_ids": r, "labels": lab} for r, lab in zip(rows, labels)]
         )
+        batch.update(_scalars(features, ("ref_chosen_logps", "ref_rejected_logps")))
+        return batch
+
+
+@dataclass
+class FeedbackCollator:
+    """kto batches: the B answers, then the B mismatched (KL) answers, padded to one length."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
+        rows += [{"input_ids": f["kl_input_ids"], "labels": f["kl_labels"]} for f in features]
+        batch = SupervisedCollator(self.pad_token_id)(rows)
+        batch["kto_tags"] = torch.tensor([bool(f["kto_tags"]) for f in features])
+        batch.update(_scalars(features, ("ref_logps", "ref_kl_logps")))
+        return batch

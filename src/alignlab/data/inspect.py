@@ -32,7 +32,7 @@ def preview(cfg, tokenizer, template, num: int) -> list[dict]:
     """The first `num` examples as the stage encodes them (unpacked), with rendered text."""
     kind = STAGE_KIND[cfg.finetuning.stage]
     report = SkipReport()
-    examples = load_examples(cfg.data, cfg.data.dataset, seed=42, report=report)
+    examples = load_examples(cfg.data, cfg.data.dataset, seed=42, report=report, kind=kind)
     opt = EncodeOptions(cfg.data.cutoff_len, cfg.data.train_on_prompt, cfg.data.mask_history)
     encoded = encode_examples(examples[: max(num, 2)], kind, template, tokenizer, opt, 1, report,
                               packing=False)[:num]

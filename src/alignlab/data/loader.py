@@ -45,12 +45,30 @@ def split_names(names: str | None) -> list[str]:
     return [n.strip() for n in (names or "").split(",") if n.strip()]
 
 
-def load_examples(data_args, names: str, seed: int, report: SkipReport) -> list[Example]:
-    """Read and convert the named datasets, apply num_samples/max_samples, then mix them."""
+def check_fits_stage(attr, kind: str | None) -> None:
+    """A ranking dataset for sft, or a non-ranking one for dpo, is a mistake worth naming early."""
+    if kind == "pairwise" and not attr.ranking:
+        raise DataError(f"Dataset {attr.name!r} is not a preference dataset: stages rm and dpo need chosen/"
+                        "rejected pairs (`ranking: true` with `chosen` and `rejected` columns).")
+    if kind in ("sft", "pt", "feedback") and attr.ranking:
+        raise DataError(f"Dataset {attr.name!r} is a ranking (chosen/rejected) dataset: stage "
+                        f"{'kto' if kind == 'feedback' else kind} needs single answers; use it with stage "
+                        "rm or dpo, or pick a dataset without `ranking: true`.")
+    if kind == "feedback" and "kto_tag" not in attr.columns:
+        raise DataError(f"Dataset {attr.name!r} has no `kto_tag` column mapping: stage kto needs each "
+                        "answer tagged desirable (true) or not (false).")
+
+
+def load_examples(data_args, names: str, seed: int, report: SkipReport, kind: str | None = None) -> list[Example]:
+    """Read and convert the named datasets, apply num_samples/max_samples, then mix them.
+
+    kind: the stage's encoding (STAGE_KIND values); datasets that cannot serve it are refused.
+    """
     info = read_dataset_info(data_args.dataset_dir)
     per_dataset = []
     for name in split_names(names):
         attr = get_dataset_attr(name, info, data_args.dataset_dir)
+        check_fits_stage(attr, kind)
         examples, seen = [], {}
         for path, index, row in iter_rows(attr, data_args.dataset_dir):
             seen.setdefault(path, set()).update(row)
@@ -266,8 +284,9 @@ def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> E
         return _load_saved(cache_dir)
 
     report = SkipReport()
-    train_examples = load_examples(data_args, data_args.dataset, seed, report) if data_args.dataset else []
-    eval_examples = load_examples(data_args, data_args.eval_dataset, seed, report) if data_args.eval_dataset else []
+    train_examples = load_examples(data_args, data_args.dataset, seed, report, kind) if data_args.dataset else []
+    eval_examples = (load_examples(data_args, data_args.eval_dataset, seed, report, kind)
+                     if data_args.eval_dataset else [])
     if data_args.val_size:
         train_examples, eval_examples = train_val_split(train_examples, data_args.val_size, seed)
     opt = EncodeOptions(data_args.cutoff_len, data_args.train_on_prompt, data_args.mask_history)

@@ -65,3 +65,33 @@ class AlignTrainer(Trainer):
         self.optimizer = optim_cls(
             [{"params": p, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), p in groups.items()], **optim_kwargs)
         return self.optimizer
+
+
+class MetricTrainer(AlignTrainer):
+    """Trainers whose loss also yields metrics (rm, dpo, kto): metrics are averaged between logging
+    steps (weighted by pairs) and logged beside the loss, with `eval_` in front during evaluation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stored: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+
+    def store_metrics(self, metrics: dict, weight: int) -> None:
+        split = self._stored["train" if self.model.training else "eval"]
+        for key, value in metrics.items():
+            total = split.setdefault(key, [0.0, 0.0])
+            total[0] += float(value) * weight
+            total[1] += weight
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        split = "eval" if "eval_loss" in logs else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for key, (total, weight) in self._stored[split].items():
+            if weight:
+                logs[prefix + key] = total / weight
+        self._stored[split] = {}
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None

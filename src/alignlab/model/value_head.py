@@ -1,0 +1,56 @@
+"""A scalar value head on a causal LM: reward models (stage rm) and, later, PPO critics.
+
+The head is saved as `value_head.safetensors` (keys `v_head.summary.weight/bias`, as TRL and
+LLaMA-Factory write them) beside the adapter or model; the score of a sequence is the head's value
+at its last non-padding token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEAD_FILE = "value_head.safetensors"
+
+
+class ValueHeadModel(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.v_head = nn.Module()
+        self.v_head.summary = nn.Linear(backbone.config.hidden_size, 1)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def _decoder(self):
+        base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        return getattr(base, base.base_model_prefix)
+
+    def forward(self, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
+        """Per-token values (B, T): the head on the last hidden states (no LM head is computed)."""
+        hidden = self._decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        head = self.v_head.summary
+        return head(hidden.to(head.weight.dtype)).squeeze(-1)
+
+    @staticmethod
+    def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The value at each row's last non-padding token (right padding)."""
+        last = attention_mask.long().sum(-1) - 1
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+    def scores(self, input_ids, attention_mask) -> torch.Tensor:
+        return self.last_token_scores(self(input_ids, attention_mask), attention_mask)
+
+    def save_head(self, output_dir: str) -> None:
+        state = {f"v_head.summary.{k}": v.detach().cpu().contiguous()
+                 for k, v in self.v_head.summary.state_dict().items()}
+        save_file(state, str(Path(output_dir) / HEAD_FILE))
+
+    def load_head(self, path: str) -> None:
+        state = load_file(str(Path(path) / HEAD_FILE))
+        self.v_head.summary.load_state_dict({k.split(".")[-1]: v for k, v in state.items()})

@@ -1,0 +1,86 @@
+"""Stage kto: single answers tagged desirable or not, against a KL baseline from mismatched pairs
+(each prompt with the next example's answer). The reference log-probs are precomputed as in dpo."""
+
+from __future__ import annotations
+
+from ..data import FeedbackCollator
+from .callbacks import LogCallback
+from .losses import kto_loss, sequence_logps
+from .plots import plot_metrics
+from .reference import load_reference, precompute, reference_of
+from .sft import build_model
+from .trainer import MetricTrainer
+
+
+class KTOTrainer(MetricTrainer):
+    def __init__(self, *args, reference=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reference = reference
+
+    @staticmethod
+    def answer_logps(model, batch):
+        """(answer, KL) sequence log-probs and per-token means from one forward over the 2B rows."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, valid = sequence_logps(logits, batch["labels"])
+        return logps.chunk(2), (logps / valid.clamp(min=1)).chunk(2)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        (logps, kl_logps), (means, _) = self.answer_logps(model, inputs)
+        if "ref_logps" in inputs:
+            ref_logps, ref_kl = inputs["ref_logps"].to(logps.dtype), inputs["ref_kl_logps"].to(logps.dtype)
+        else:
+            with reference_of(self.model, self.reference) as ref:
+                (ref_logps, ref_kl), _ = self.answer_logps(ref, inputs)
+        tags = inputs["kto_tags"]
+        f = self.finetuning_args
+        loss, metrics = kto_loss(logps[tags], logps[~tags], kl_logps, ref_logps[tags], ref_logps[~tags], ref_kl,
+                                 f.pref_beta, f.kto_chosen_weight, f.kto_rejected_weight)
+        if f.pref_ftx > 0 and tags.any():
+            sft = -means[tags].mean()
+            loss = loss + f.pref_ftx * sft
+            metrics["sft_loss"] = sft.detach()
+        self.store_metrics(metrics, weight=len(tags))
+        return (loss, metrics) if return_outputs else loss
+
+    def precompute_reference(self) -> None:
+        def compute(ref, batch):
+            (logps, kl_logps), _ = self.answer_logps(ref, batch)
+            return logps, kl_logps
+
+        size = self.args.per_device_eval_batch_size
+        self.train_dataset = precompute(self, self.train_dataset, compute, ("ref_logps", "ref_kl_logps"), size)
+        self.eval_dataset = precompute(self, self.eval_dataset, compute, ("ref_logps", "ref_kl_logps"), size)
+
+
+def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
+    training = cfg.training
+    training.remove_unused_columns = False
+    f = cfg.finetuning
+    model = build_model(cfg, tokenizer)
+    reference = load_reference(cfg, tokenizer)
+    trainer = KTOTrainer(
+        model=model, args=training, data_collator=FeedbackCollator(tokenizer.pad_token_id),
+        train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
+        callbacks=[LogCallback(training.output_dir)], finetuning_args=f, reference=reference,
+    )
+    if reference is not None:
+        reference.to(training.device)
+    if f.precompute_ref_logps:
+        trainer.precompute_reference()
+        trainer.reference = reference = None
+    metrics: dict = {}
+    if training.do_train:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics.update(result.metrics)
+    if training.do_eval and data.eval is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if f.plot_loss and trainer.is_world_process_zero():
+        plot_metrics(training.output_dir, ["loss", "rewards/margins", "kl", "eval_loss"])
+    return metrics, trainer.model

@@ -1,0 +1,124 @@
+"""Every loss of every stage, as pure tensor functions: tensors in, (loss, metrics) out.
+
+This module imports only torch. Log-probabilities are per sequence (sum over answer tokens, or the
+mean where a loss asks for it); rewards are the implicit rewards of the preference losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False,
+                   ld_alpha: float | None = None, public_len: torch.Tensor | None = None):
+    """Per-row log-probability of the labelled tokens (next-token shifted).
+
+    Returns (logps, valid_len). `average` divides by the number of labelled tokens. With `ld_alpha`
+    (LD-DPO) tokens beyond `public_len` (the shorter answer of the pair) count with weight ld_alpha.
+    """
+    labels = labels[:, 1:]
+    logits = logits[:, :-1]
+    mask = labels != IGNORE_INDEX
+    safe = labels.masked_fill(~mask, 0)
+    token_logps = torch.gather(logits.float().log_softmax(-1), 2, safe.unsqueeze(2)).squeeze(2)
+    weights = mask.float()
+    if ld_alpha is not None and public_len is not None:
+        position = mask.cumsum(-1)  # 1-based index of each answer token
+        verbose = position > public_len.unsqueeze(1)
+        weights = torch.where(verbose & mask, torch.full_like(weights, ld_alpha), weights)
+    valid = mask.sum(-1)
+    logps = (token_logps * weights).sum(-1)
+    if average:
+        logps = logps / valid.clamp(min=1)
+    return logps, valid
+
+
+def pairwise_reward_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor):
+    """Reward model: -log sigmoid(r_chosen - r_rejected), averaged over pairs."""
+    margins = chosen_scores - rejected_scores
+    loss = -F.logsigmoid(margins).mean()
+    metrics = {
+        "accuracy": (margins > 0).float().mean(),
+        "rewards/chosen": chosen_scores.mean(),
+        "rewards/rejected": rejected_scores.mean(),
+        "rewards/margins": margins.mean(),
+    }
+    return loss, metrics
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+    """DPO-family losses with a reference: sigmoid (with robust label smoothing), hinge, ipo.
+
+    logits = (pi_c - pi_r) - (ref_c - ref_r); rewards = beta * (pi - ref).
+    """
+    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
+    if loss_type == "sigmoid":
+        losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
+                  - F.logsigmoid(-beta * logits) * label_smoothing)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * logits)
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"Unknown DPO loss type {loss_type!r}")
+    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    return losses.mean(), _reward_metrics(chosen_rewards, rejected_rewards)
+
+
+def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float):
+    """ORPO: -log p(chosen) (mean per token) + beta * -log sigmoid(log odds ratio); no reference."""
+    log_odds = (chosen_avg_logps - rejected_avg_logps) - (
+        torch.log1p(-torch.exp(chosen_avg_logps)) - torch.log1p(-torch.exp(rejected_avg_logps)))
+    sft = -chosen_avg_logps
+    odds_ratio = -F.logsigmoid(log_odds)
+    losses = sft + beta * odds_ratio
+    metrics = _reward_metrics(beta * chosen_avg_logps.detach(), beta * rejected_avg_logps.detach())
+    metrics.update({"sft_loss": sft.mean().detach(), "odds_ratio_loss": odds_ratio.mean().detach()})
+    return losses.mean(), metrics
+
+
+def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float, gamma: float):
+    """SimPO: -log sigmoid(beta * (avg logp_c - avg logp_r) - gamma); no reference."""
+    logits = (chosen_avg_logps - rejected_avg_logps) - gamma / beta
+    losses = -F.logsigmoid(beta * logits)
+    return losses.mean(), _reward_metrics(beta * chosen_avg_logps.detach(), beta * rejected_avg_logps.detach())
+
+
+def kto_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, policy_kl: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, ref_kl: torch.Tensor, beta: float,
+             chosen_weight: float = 1.0, rejected_weight: float = 1.0):
+    """KTO: desirable answers pushed above, undesirable below, a KL baseline from mismatched pairs.
+
+    kl = max(0, mean(pi_kl - ref_kl)) (no gradient); desirable loss 1 - sigmoid(beta * (ratio - kl)),
+    undesirable 1 - sigmoid(beta * (kl - ratio)); the mean over all answers with their weights.
+    """
+    kl = (policy_kl - ref_kl).mean().clamp(min=0).detach()
+    chosen_ratio = policy_chosen - ref_chosen
+    rejected_ratio = policy_rejected - ref_rejected
+    chosen_losses = chosen_weight * (1 - torch.sigmoid(beta * (chosen_ratio - kl)))
+    rejected_losses = rejected_weight * (1 - torch.sigmoid(beta * (kl - rejected_ratio)))
+    losses = torch.cat([chosen_losses, rejected_losses])
+    metrics = {"kl": kl}
+    if len(chosen_ratio):
+        metrics["rewards/chosen"] = beta * chosen_ratio.detach().mean()
+        metrics["logps/chosen"] = policy_chosen.detach().mean()
+    if len(rejected_ratio):
+        metrics["rewards/rejected"] = beta * rejected_ratio.detach().mean()
+        metrics["logps/rejected"] = policy_rejected.detach().mean()
+    if len(chosen_ratio) and len(rejected_ratio):
+        metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+    return losses.mean() if len(losses) else losses.sum(), metrics
+
+
+def _reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict:
+    return {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+    }

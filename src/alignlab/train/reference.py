@@ -1,0 +1,71 @@
+"""The reference policy of dpo/kto: the base with the LoRA adapter disabled, a `ref_model`, or a
+frozen copy of the starting weights; and the one-off pass that stores its log-probs in the data."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from ..model.adapter import init_adapter
+from ..model.loader import load_model
+
+logger = logging.getLogger(__name__)
+
+
+def load_reference(cfg, tokenizer):
+    """A separate frozen reference model, or None when the policy's disabled adapter serves."""
+    from copy import deepcopy
+
+    f = cfg.finetuning
+    if f.ref_model is None and f.finetuning_type == "lora":
+        return None
+    model_args = deepcopy(cfg.model)
+    finetuning = deepcopy(f)
+    finetuning.finetuning_type = "lora"
+    model_args.model_name_or_path = f.ref_model or cfg.model.model_name_or_path
+    model_args.adapter_name_or_path = f.ref_model_adapters if f.ref_model else (
+        cfg.model.adapter_name_or_path)
+    model_args.quantization_bit = f.ref_model_quantization_bit
+    model_args.train_from_scratch = False
+    model = load_model(tokenizer, model_args, finetuning, cfg.training, is_trainable=False)
+    return init_adapter(model, model_args, finetuning, is_trainable=False)
+
+
+@contextmanager
+def reference_of(policy, reference):
+    """Yield the model that computes reference log-probs (no gradients)."""
+    with torch.no_grad():
+        if reference is not None:
+            yield reference
+        else:
+            with (policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()):
+                yield policy
+
+
+def precompute(trainer, dataset, compute, columns: tuple[str, ...], batch_size: int):
+    """Run `compute(ref_model, batch) -> tuple of 1-D tensors` over the data once, in order, and add
+    the results as dataset columns."""
+    from torch.utils.data import DataLoader
+
+    if dataset is None:
+        return None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=trainer.data_collator)
+    values: list[list[float]] = [[] for _ in columns]
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    device = trainer.args.device
+    with reference_of(model, trainer.reference) as ref:
+        for batch in loader:
+            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+            for store, tensor in zip(values, compute(ref, batch)):
+                store.extend(tensor.float().cpu().tolist())
+    model.train(was_training)
+    for name, column in zip(columns, values):
+        if name in dataset.column_names:
+            dataset = dataset.remove_columns(name)
+        dataset = dataset.add_column(name, column)
+    logger.info("Reference log-probs computed once for %d rows.", len(dataset))
+    return dataset

@@ -1,0 +1,107 @@
+"""Every loss against arithmetic written out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alignlab.train.losses import (
+    dpo_loss,
+    kto_loss,
+    orpo_loss,
+    pairwise_reward_loss,
+    sequence_logps,
+    simpo_loss,
+)
+
+t = torch.tensor
+
+
+def close(a, b, tol=1e-6):
+    return abs(float(a) - b) < tol
+
+
+def test_pairwise_reward_loss():
+    loss, m = pairwise_reward_loss(t([2.0, 0.5]), t([1.0, 1.5]))
+    # margins +1 and -1: log(1 + e^-1) = 0.3132617, log(1 + e^1) = 1.3132617, mean 0.8132617
+    assert close(loss, 0.8132617)
+    assert close(m["accuracy"], 0.5) and close(m["rewards/chosen"], 1.25)
+    assert close(m["rewards/rejected"], 1.25) and close(m["rewards/margins"], 0.0)
+
+
+# policy chosen -1, rejected -3; reference chosen -2, rejected -2.5; beta 0.1
+# logits = (-1 + 3) - (-2 + 2.5) = 1.5; beta * logits = 0.15
+DPO_ARGS = (t([-1.0]), t([-3.0]), t([-2.0]), t([-2.5]), 0.1)
+
+
+def test_dpo_sigmoid_and_rewards():
+    loss, m = dpo_loss(*DPO_ARGS, loss_type="sigmoid")
+    assert close(loss, math.log(1 + math.exp(-0.15)))  # 0.6209573
+    assert close(m["rewards/chosen"], 0.1) and close(m["rewards/rejected"], -0.05)  # 0.1*(-1+2), 0.1*(-3+2.5)
+    assert close(m["rewards/margins"], 0.15) and close(m["rewards/accuracies"], 1.0)
+
+
+def test_dpo_label_smoothing_hinge_ipo():
+    loss, _ = dpo_loss(*DPO_ARGS, loss_type="sigmoid", label_smoothing=0.1)
+    assert close(loss, 0.9 * 0.6209573 + 0.1 * 0.7709573)  # 0.1 * log(1 + e^0.15)
+    loss, _ = dpo_loss(*DPO_ARGS, loss_type="hinge")
+    assert close(loss, 0.85)  # relu(1 - 0.15)
+    loss, _ = dpo_loss(*DPO_ARGS, loss_type="ipo")
+    assert close(loss, 12.25)  # (1.5 - 1 / (2 * 0.1))^2 = (-3.5)^2
+
+
+def test_rewards_accuracies_is_share_of_positive_margins():
+    _, m = dpo_loss(t([-1.0, -2.0, -1.0]), t([-2.0, -1.0, -1.0]), t([0.0, 0.0, 0.0]), t([0.0, 0.0, 0.0]), 1.0)
+    assert close(m["rewards/accuracies"], 1 / 3)  # +1, -1, 0: only the first margin is positive
+
+
+def test_orpo():
+    # chosen p = 0.5, rejected p = 0.25 (mean per-token): odds 1 and 1/3, log odds ratio log 3
+    loss, m = orpo_loss(t([math.log(0.5)]), t([math.log(0.25)]), beta=0.1)
+    assert close(m["odds_ratio_loss"], math.log(4 / 3))  # -log sigmoid(log 3) = log(1 + 1/3)
+    assert close(m["sft_loss"], math.log(2))
+    assert close(loss, math.log(2) + 0.1 * math.log(4 / 3))  # 0.7219149
+    assert close(m["rewards/chosen"], 0.1 * math.log(0.5))
+
+
+def test_simpo():
+    loss, m = simpo_loss(t([-0.5]), t([-1.0]), beta=2.0, gamma=0.5)
+    # beta * ((-0.5 + 1.0) - 0.5 / 2) = 2 * 0.25 = 0.5 -> log(1 + e^-0.5) = 0.4740770
+    assert close(loss, math.log(1 + math.exp(-0.5)))
+    assert close(m["rewards/margins"], 1.0)
+
+
+def test_kto():
+    args = (t([-1.0]), t([-2.0]), t([-1.5, -1.2]), t([-1.5]), t([-1.8]), t([-1.7, -1.6]), 0.5)
+    loss, m = kto_loss(*args)
+    # kl = mean(0.2, 0.4) = 0.3; chosen ratio 0.5, rejected ratio -0.2
+    chosen = 1 - 1 / (1 + math.exp(-0.5 * (0.5 - 0.3)))  # 1 - sigmoid(0.1) = 0.4750208
+    rejected = 1 - 1 / (1 + math.exp(-0.5 * (0.3 + 0.2)))  # 1 - sigmoid(0.25) = 0.4378235
+    assert close(m["kl"], 0.3) and close(loss, (chosen + rejected) / 2)
+    assert close(m["rewards/chosen"], 0.25) and close(m["rewards/rejected"], -0.1)
+    loss, _ = kto_loss(*args, chosen_weight=2.0)
+    assert close(loss, (2 * chosen + rejected) / 2)
+    # the KL baseline is clamped at zero
+    _, m = kto_loss(t([-1.0]), t([-2.0]), t([-3.0]), t([-1.0]), t([-2.0]), t([-1.0]), 0.5)
+    assert close(m["kl"], 0.0)
+
+
+def test_sequence_logps_sum_average_and_length_desensitised():
+    logits = torch.zeros(1, 4, 2)  # uniform over 2 tokens: every token log 0.5
+    labels = t([[-100, 1, 0, 1]])  # 3 answer tokens after the shift
+    logps, valid = sequence_logps(logits, labels)
+    assert close(logps, 3 * math.log(0.5)) and int(valid) == 3
+    avg, _ = sequence_logps(logits, labels, average=True)
+    assert close(avg, math.log(0.5))
+    ld, _ = sequence_logps(logits, labels, ld_alpha=0.5, public_len=t([1]))
+    assert close(ld, math.log(0.5) + 0.5 * 2 * math.log(0.5))
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_dpo_loss_has_gradients(loss_type):
+    pc = t([-1.0], requires_grad=True)
+    loss, _ = dpo_loss(pc, t([-3.0]), t([-2.0]), t([-2.5]), 0.1, loss_type=loss_type)
+    loss.backward()
+    assert pc.grad is not None and pc.grad.item() != 0
