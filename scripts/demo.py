@@ -1,9 +1,10 @@
 """`make demo`: the whole CPU pipeline on the bundled tiny model, stage by stage through the CLI.
 
-Each stage of examples/demo/ is trained with `alignlab train` into saves/demo/<stage>/ (a finished
-stage is reused unless DEMO_FRESH=1), then its model answers the held-out demo_prompts and the
-script prints the size accuracy of sampled answers (temperature 1, several per prompt), the greedy
-size accuracy, and a few prompts with their answers.
+Each stage of examples/demo/ (sft, rm, dpo) is trained with `alignlab train` into
+saves/demo/<stage>/ (a finished stage is reused unless DEMO_FRESH=1). The reward model reports its
+held-out pair accuracy; each policy answers the held-out demo_prompts and the script prints the size
+accuracy of sampled answers (temperature 1, several per prompt), the greedy size accuracy, and a few
+prompts with their answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["sft"]  # grows as stages land: each has examples/demo/<stage>.yaml
+STAGES = ["sft", "rm", "dpo"]  # grows as stages land: each has examples/demo/<stage>.yaml
+REWARD_STAGES = {"rm"}  # judged by held-out pair accuracy, not by answering prompts
 SAMPLES_PER_PROMPT = 4
 SHOWN = 3
 
@@ -39,7 +41,8 @@ def evaluate(stage: str, out: Path) -> dict:
     from alignlab.eval.generate import generate_batched, load_for_inference
     from alignlab.eval.size_accuracy import extract_size, size_accuracy
 
-    model, tokenizer, template = load_for_inference(str(out))
+    adapter = str(out) if (out / "adapter_config.json").is_file() else None
+    model, tokenizer, template = load_for_inference(str(out), adapter=adapter)
     rows = json.loads((ROOT / "data" / "demo_prompts.json").read_text(encoding="utf-8"))
     prompts = [template.encode_prompt(tokenizer, [{"role": "user", "content": r["instruction"]}]) for r in rows]
     labels = [r["label"] for r in rows]
@@ -63,7 +66,15 @@ def main() -> int:
     torch.manual_seed(0)
     fresh = os.environ.get("DEMO_FRESH", "0") == "1"
     start = time.time()
-    results = [evaluate(stage, train(stage, fresh)) for stage in STAGES]
+    results, reward = [], {}
+    for stage in STAGES:
+        out = train(stage, fresh)
+        if stage in REWARD_STAGES:
+            reward = json.loads((out / "all_results.json").read_text())
+            print(f"== {stage}: held-out pair accuracy {reward['eval_accuracy']:.3f} "
+                  f"({'ready' if reward['rm_ready'] else 'NOT ready'}: rm_min_accuracy 0.85)", flush=True)
+        else:
+            results.append(evaluate(stage, out))
     for r in results:
         print(f"\n== {r['stage']}: answers to {r['prompts']} held-out prompts")
         for ex in r["examples"]:
@@ -72,6 +83,8 @@ def main() -> int:
     print("\nstage  sampled size accuracy (T=1, {} per prompt)  greedy size accuracy".format(SAMPLES_PER_PROMPT))
     for r in results:
         print(f"{r['stage']:<6} {r['sampled_size_accuracy']:>8.3f}{'':<34}{r['greedy_size_accuracy']:.3f}")
+    if reward:
+        print(f"reward model held-out pair accuracy: {reward['eval_accuracy']:.3f}")
     print(f"\ndemo finished in {time.time() - start:.0f}s; runs under saves/demo/")
     return 0
 
