@@ -94,3 +94,11 @@ def test_llamafactory_keys_renamed_by_transformers5_still_work():
     assert cfg.training.save_strategy.value == "no"
     with pytest.raises(ConfigError, match="warmup_ratio"):
         load_config(["warmup_ratio=2"])
+
+
+def test_mixed_precision_falls_back_to_float32_without_a_gpu():
+    import torch
+
+    cfg = load_config(["bf16=true"], with_training=True)
+    if not torch.cuda.is_available():
+        assert cfg.training.bf16 is False and cfg.training.use_cpu is True

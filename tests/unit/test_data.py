@@ -254,3 +254,15 @@ def test_val_size_split_and_parallel_workers_match(tokenizer):
                        "overwrite_cache=true"])
     parallel = get_dataset(cfg.data, "sft", tokenizer, t)
     assert parallel.train["input_ids"] == serial.train["input_ids"]
+
+
+@pytest.mark.parametrize("stage, dataset, message", [
+    ("sft", "demo_pref", "'demo_pref' is a ranking \\(chosen/rejected\\) dataset: stage sft"),
+    ("dpo", "demo_sft", "'demo_sft' is not a preference dataset: stages rm and dpo"),
+    ("rm", "demo_kto", "'demo_kto' is not a preference dataset"),
+    ("kto", "demo_sft", "'demo_sft' has no `kto_tag` column"),
+])
+def test_dataset_that_cannot_serve_the_stage_is_named(tokenizer, stage, dataset, message):
+    t = get_template("qwen3_nothink", tokenizer)
+    with pytest.raises(DataError, match=message):
+        get_dataset(load_config([f"dataset={dataset}", "max_samples=4"]).data, stage, tokenizer, t)

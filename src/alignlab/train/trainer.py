@@ -79,7 +79,7 @@ class MetricTrainer(AlignTrainer):
         split = self._stored["train" if self.model.training else "eval"]
         for key, value in metrics.items():
             total = split.setdefault(key, [0.0, 0.0])
-            total[0] += float(value) * weight
+            total[0] += float(value.detach() if torch.is_tensor(value) else value) * weight
             total[1] += weight
 
     def log(self, logs: dict, *args, **kwargs) -> None:
