@@ -7,7 +7,7 @@ import sys
 USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value ...]
 
 commands:
-  train          train a stage (pt, sft, rm, dpo, kto) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
+  train          train a stage (pt, sft, rm, dpo, kto, ppo, grpo) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError, TemplateError
     from .model.loader import ModelError
+    from .train.online import NonFiniteError
     from .train.trainer import NonFiniteLossError
 
     try:
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return _data(rest)
         if command == "train":
             return _train(rest)
-    except (ConfigError, DataError, TemplateError, ModelError, NonFiniteLossError, NotImplementedError) as e:
+    except (ConfigError, DataError, TemplateError, ModelError, NonFiniteLossError, NonFiniteError,
+            NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1
     print(f"alignlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -137,6 +137,20 @@ class FinetuningArguments:
     ppo_score_norm: bool = _key(False, "PPO: normalise scores.")
     ppo_target: float = _key(6.0, "PPO: target KL for adaptive control.")
     ppo_whiten_rewards: bool = _key(False, "PPO: whiten rewards before GAE.")
+    ppo_kl_coef: float = _key(0.05, "ppo (ours): initial coefficient of the per-token KL penalty.")
+    ppo_adaptive_kl: bool = _key(True, "ppo (ours): adapt ppo_kl_coef towards the KL target ppo_target.")
+    ppo_gamma: float = _key(1.0, "ppo (ours): discount of GAE.")
+    ppo_lam: float = _key(0.95, "ppo (ours): lambda of GAE.")
+    ppo_cliprange: float = _key(0.2, "ppo/grpo (ours): policy ratio clip range.")
+    ppo_cliprange_value: float = _key(0.2, "ppo (ours): value clip range.")
+    ppo_vf_coef: float = _key(0.1, "ppo (ours): weight of the value loss.")
+    grpo_group_size: int = _key(4, "grpo (ours): samples per prompt.")
+    grpo_beta: float = _key(0.04, "grpo (ours): weight of the k3 KL penalty to the reference.")
+    reward_funcs: str | None = _key(
+        None, "ppo/grpo (ours): reward functions, comma separated `name` or `module:function`, each "
+        "optionally `=weight`; built-ins exact_label, regex_format, length_penalty."
+    )
+    reward_regex: str | None = _key(None, "ppo/grpo (ours): the pattern the regex_format reward looks for.")
     ref_model: str | None = _key(None, "Reference model path for DPO/KTO/PPO.")
     ref_model_adapters: str | None = _key(None, "Adapters of the reference model.")
     ref_model_quantization_bit: int | None = _key(None, "Quantise the reference model.")

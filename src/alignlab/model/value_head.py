@@ -16,12 +16,30 @@ from torch import nn
 HEAD_FILE = "value_head.safetensors"
 
 
+class ValueHead(nn.Module):
+    """hidden states (..., H) -> one value per position (...); saved as value_head.safetensors."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
+
+    def save(self, output_dir) -> None:
+        state = {f"v_head.summary.{k}": v.detach().cpu().contiguous() for k, v in self.summary.state_dict().items()}
+        save_file(state, str(Path(output_dir) / HEAD_FILE))
+
+    def load(self, path) -> None:
+        state = load_file(str(Path(path) / HEAD_FILE))
+        self.summary.load_state_dict({k.split(".")[-1]: v for k, v in state.items()})
+
+
 class ValueHeadModel(nn.Module):
     def __init__(self, backbone):
         super().__init__()
         self.backbone = backbone
-        self.v_head = nn.Module()
-        self.v_head.summary = nn.Linear(backbone.config.hidden_size, 1)
+        self.v_head = ValueHead(backbone.config.hidden_size)
 
     @property
     def config(self):
@@ -34,8 +52,7 @@ class ValueHeadModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
         """Per-token values (B, T): the head on the last hidden states (no LM head is computed)."""
         hidden = self._decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        head = self.v_head.summary
-        return head(hidden.to(head.weight.dtype)).squeeze(-1)
+        return self.v_head(hidden)
 
     @staticmethod
     def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -47,10 +64,7 @@ class ValueHeadModel(nn.Module):
         return self.last_token_scores(self(input_ids, attention_mask), attention_mask)
 
     def save_head(self, output_dir: str) -> None:
-        state = {f"v_head.summary.{k}": v.detach().cpu().contiguous()
-                 for k, v in self.v_head.summary.state_dict().items()}
-        save_file(state, str(Path(output_dir) / HEAD_FILE))
+        self.v_head.save(output_dir)
 
     def load_head(self, path: str) -> None:
-        state = load_file(str(Path(path) / HEAD_FILE))
-        self.v_head.summary.load_state_dict({k.split(".")[-1]: v for k, v in state.items()})
+        self.v_head.load(path)

@@ -122,3 +122,92 @@ def _reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
         "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
     }
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (unbiased variance); keep the mean if not shift_mean."""
+    mean = masked_mean(values, mask)
+    centred = values - mean
+    var = masked_mean(centred**2, mask) * mask.sum() / (mask.sum() - 1).clamp(min=1)
+    out = centred * torch.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over response tokens (B, T); returns (advantages, returns).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t; A_t = delta_t + gamma * lam * A_{t+1}; positions beyond
+    the mask contribute nothing. returns = A + V.
+    """
+    mask = mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards * mask
+    advantages = torch.zeros_like(values)
+    last = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        advantages[:, t] = last
+    return advantages.detach(), (advantages + values).detach()
+
+
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, cliprange: float):
+    """Clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-e, 1+e)), r = exp(logp - old)."""
+    ratio = torch.exp(logps - old_logps)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    metrics = {
+        "clipfrac": masked_mean((clipped > unclipped).float(), mask).detach(),
+        "approx_kl": masked_mean(0.5 * (logps - old_logps) ** 2, mask).detach(),
+    }
+    return loss, metrics
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   cliprange_value: float):
+    """Clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (clip(V, V_old +- e) - R)^2)."""
+    clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+    return loss, {"vf_clipfrac": masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).float(),
+                                             mask).detach()}
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || ref): exp(ref - pi) - (ref - pi) - 1 (always >= 0)."""
+    diff = ref_logps - logps
+    return torch.exp(diff) - diff - 1
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO: each reward minus its group's mean, divided by the group's std (groups are consecutive)."""
+    grouped = rewards.view(-1, group_size)
+    mean = grouped.mean(-1, keepdim=True)
+    std = grouped.std(-1, keepdim=True)
+    return ((grouped - mean) / (std + eps)).view(-1)
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor,
+              mask: torch.Tensor, cliprange: float, beta: float):
+    """GRPO: clipped surrogate with one advantage per sequence plus beta * k3 KL to the reference,
+    averaged per sequence over its tokens, then over sequences."""
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(1)
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - cliprange, 1 + cliprange) * adv)
+    kl = k3_kl(logps, ref_logps)
+    per_token = -(surrogate - beta * kl)
+    loss = masked_mean(per_token, mask, dim=1).mean()
+    metrics = {
+        "kl": masked_mean(kl, mask).detach(),
+        "clipfrac": masked_mean(((ratio - 1).abs() > cliprange).float(), mask).detach(),
+    }
+    return loss, metrics

@@ -16,7 +16,7 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pt", "sft", "rm", "dpo", "kto")
+STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo", "grpo")
 
 
 def write_run_config(cfg, template_name: str | None) -> None:
@@ -98,7 +98,7 @@ def run_train(cfg) -> RunResult:
         data = get_dataset(cfg.data, stage, tokenizer, template, seed=training.data_seed or training.seed)
     if data.report.counts:
         logger.warning("Rows skipped while preparing the data:\n%s", data.report.summary())
-    from . import dpo, kto, pt, rm, sft
+    from . import dpo, grpo, kto, ppo, pt, rm, sft
 
-    module = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "kto": kto}[stage]
+    module = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "kto": kto, "ppo": ppo, "grpo": grpo}[stage]
     return RunResult(*module.run(cfg, tokenizer, template, data, resume))

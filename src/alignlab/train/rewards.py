@@ -1,0 +1,159 @@
+"""Reward sources for ppo/grpo, one interface: `score(rollout) -> tensor of shape (N,)`.
+
+reward_model_type lora (a reward adapter + value head trained by stage rm on the policy's base),
+full (a reward model folder with value_head.safetensors), api (an HTTP endpoint speaking
+LLaMA-Factory's /v1/score/evaluation shape), or `reward_funcs` (Python functions receiving the
+prompts, completions and dataset rows), combined with weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import urllib.request
+
+import torch
+
+from ..eval.size_accuracy import extract_size
+
+BOXED = re.compile(r"\\boxed\{([^}]*)\}")
+ANSWER = re.compile(r"(?:answer|答案)\s*[:：]\s*(\S+)", re.IGNORECASE)
+
+
+def extract_answer(text: str) -> str | None:
+    """The one answer a completion gives: a recommended size, \\boxed{...} or "answer: ..."."""
+    for candidates in ([extract_size(text)], BOXED.findall(text), ANSWER.findall(text)):
+        found = {c.strip().rstrip("。.") for c in candidates if c}
+        if len(found) == 1:
+            return found.pop()
+    return None
+
+
+def exact_label(prompts, completions, rows, **_) -> list[float]:
+    """1 when the extracted answer equals the row's `label`, else 0."""
+    return [float(extract_answer(c) == str(r.get("label"))) for c, r in zip(completions, rows)]
+
+
+def regex_format(prompts, completions, rows, pattern: str | None = None, **_) -> list[float]:
+    """1 when the completion matches `reward_regex` (re.search), else 0."""
+    if not pattern:
+        raise ValueError("reward function regex_format needs `reward_regex`.")
+    return [float(re.search(pattern, c) is not None) for c in completions]
+
+
+def length_penalty(prompts, completions, rows, lengths=None, max_new_tokens: int = 1, **_) -> list[float]:
+    """-(completion tokens / max_new_tokens): prefers shorter answers."""
+    return [-n / max_new_tokens for n in lengths]
+
+
+BUILTINS = {"exact_label": exact_label, "regex_format": regex_format, "length_penalty": length_penalty}
+
+
+def parse_reward_funcs(spec: str) -> list[tuple[str, callable, float]]:
+    funcs = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        name, _, weight = item.partition("=")
+        name = name.strip()
+        if name in BUILTINS:
+            fn = BUILTINS[name]
+        elif ":" in name:
+            module, _, attr = name.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        else:
+            raise ValueError(f"Unknown reward function {name!r}: use a built-in ({', '.join(BUILTINS)}) or "
+                             "`module:function`.")
+        funcs.append((name, fn, float(weight) if weight else 1.0))
+    return funcs
+
+
+class FunctionReward:
+    def __init__(self, spec: str, pattern: str | None, max_new_tokens: int):
+        self.funcs = parse_reward_funcs(spec)
+        self.extra = {"pattern": pattern, "max_new_tokens": max_new_tokens}
+
+    def __call__(self, rollout) -> torch.Tensor:
+        total = torch.zeros(len(rollout.completions))
+        for name, fn, weight in self.funcs:
+            values = fn(rollout.prompts, rollout.completions, rollout.rows, lengths=rollout.lengths, **self.extra)
+            if len(values) != len(total):
+                raise ValueError(f"reward function {name} returned {len(values)} values for {len(total)} completions.")
+            total += weight * torch.tensor(values, dtype=torch.float)
+        return total
+
+
+class ModelReward:
+    """A value-head reward model scoring prompt + completion as the template renders them."""
+
+    def __init__(self, cfg, tokenizer, template, device):
+        from copy import deepcopy
+
+        from ..model.adapter import init_adapter
+        from ..model.loader import load_model
+        from ..model.value_head import ValueHeadModel
+
+        f = cfg.finetuning
+        model_args, finetuning = deepcopy(cfg.model), deepcopy(f)
+        finetuning.finetuning_type = "lora"
+        model_args.train_from_scratch = False
+        model_args.quantization_bit = f.reward_model_quantization_bit
+        if f.reward_model_type == "lora":  # a reward adapter on the policy's base
+            model_args.adapter_name_or_path = ",".join(filter(None, [cfg.model.adapter_name_or_path, f.reward_model]))
+            head_dir = f.reward_model
+        else:
+            model_args.model_name_or_path = f.reward_model
+            model_args.adapter_name_or_path = f.reward_model_adapters
+            head_dir = f.reward_model_adapters or f.reward_model
+        backbone = init_adapter(load_model(tokenizer, model_args), model_args, finetuning, is_trainable=False)
+        self.model = ValueHeadModel(backbone)
+        self.model.load_head(head_dir)
+        self.model.to(device).eval().requires_grad_(False)
+        self.tokenizer, self.template, self.device = tokenizer, template, device
+
+    @torch.no_grad()
+    def __call__(self, rollout) -> torch.Tensor:
+        rows = []
+        for messages, system, completion in zip(rollout.messages, rollout.systems, rollout.completions):
+            pairs = self.template.encode_multiturn(self.tokenizer, messages + [{"role": "assistant", "content": completion}],
+                                                   system)
+            rows.append([t for p, r in pairs for t in p + r])
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+        return self.model.scores(ids, mask).float().cpu()
+
+
+class ApiReward:
+    """POST {"model": ..., "messages": [texts]} to the URL, read {"scores": [...]}."""
+
+    def __init__(self, url: str, tokenizer, template, api_key: str | None = None, timeout: float = 60):
+        self.url, self.tokenizer, self.template = url, tokenizer, template
+        self.api_key, self.timeout = api_key, timeout
+
+    def __call__(self, rollout) -> torch.Tensor:
+        texts = [self.template.render(self.tokenizer, m + [{"role": "assistant", "content": c}], s)
+                 for m, s, c in zip(rollout.messages, rollout.systems, rollout.completions)]
+        body = json.dumps({"model": "reward", "messages": texts}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            scores = json.loads(response.read())["scores"]
+        if len(scores) != len(texts):
+            raise ValueError(f"The reward API returned {len(scores)} scores for {len(texts)} texts.")
+        return torch.tensor(scores, dtype=torch.float)
+
+
+def build_reward(cfg, tokenizer, template, device):
+    f = cfg.finetuning
+    if f.reward_funcs:
+        return FunctionReward(f.reward_funcs, f.reward_regex, cfg.generating.max_new_tokens)
+    if not f.reward_model:
+        raise ValueError("ppo/grpo need a reward: set `reward_funcs` or `reward_model` (+ `reward_model_type`).")
+    if f.reward_model_type == "api":
+        import os
+
+        return ApiReward(f.reward_model, tokenizer, template, os.environ.get("REWARD_API_KEY"))
+    return ModelReward(cfg, tokenizer, template, device)
