@@ -105,3 +105,75 @@ def test_dpo_loss_has_gradients(loss_type):
     loss, _ = dpo_loss(pc, t([-3.0]), t([-2.0]), t([-2.5]), 0.1, loss_type=loss_type)
     loss.backward()
     assert pc.grad is not None and pc.grad.item() != 0
+
+
+def slow_gae(rewards, values, gamma, lam):
+    """Textbook GAE for one unpadded sequence, written as plain Python loops."""
+    n = len(rewards)
+    advantages = [0.0] * n
+    last = 0.0
+    for t in reversed(range(n)):
+        next_value = values[t + 1] if t + 1 < n else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        advantages[t] = last
+    return advantages
+
+
+def test_gae_matches_a_slow_loop_and_ignores_padding():
+    from alignlab.train.losses import gae
+
+    rewards = t([[0.0, 0.0, 1.0, 9.0], [0.5, -1.0, 0.0, 0.0]])
+    values = t([[0.2, 0.4, 0.6, 7.0], [0.1, 0.3, 5.0, 5.0]])
+    mask = t([[1, 1, 1, 0], [1, 1, 0, 0]])
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    expected0 = slow_gae([0.0, 0.0, 1.0], [0.2, 0.4, 0.6], 0.9, 0.8)
+    expected1 = slow_gae([0.5, -1.0], [0.1, 0.3], 0.9, 0.8)
+    assert torch.allclose(adv[0, :3], t(expected0)) and torch.allclose(adv[1, :2], t(expected1))
+    assert adv[0, 3] == 0 and adv[1, 2:].abs().sum() == 0
+    # by hand for row 1: delta_1 = -1 - 0.3 = -1.3; delta_0 = 0.5 + 0.9*0.3 - 0.1 = 0.67; A_0 = 0.67 + 0.72*-1.3
+    assert close(adv[1, 1], -1.3) and close(adv[1, 0], 0.67 + 0.72 * -1.3)
+    assert close(ret[1, 0], 0.67 + 0.72 * -1.3 + 0.1)
+
+
+def test_whiten():
+    from alignlab.train.losses import whiten
+
+    x = t([[1.0, 2.0, 3.0, 100.0]])
+    mask = t([[1, 1, 1, 0]])
+    w = whiten(x, mask)
+    # mean 2, unbiased variance ((1)^2 + 0 + 1^2) / 2 = 1 -> (-1, 0, 1)
+    assert torch.allclose(w[0, :3], t([-1.0, 0.0, 1.0]), atol=1e-4)
+    assert torch.allclose(whiten(x, mask, shift_mean=False)[0, :3], t([1.0, 2.0, 3.0]), atol=1e-4)
+
+
+def test_ppo_clipped_policy_and_value_losses():
+    from alignlab.train.losses import ppo_policy_loss, ppo_value_loss
+
+    old = t([[0.0, 0.0]])
+    logps = t([[math.log(1.5), math.log(0.5)]])  # ratios 1.5 and 0.5
+    adv = t([[1.0, -1.0]])
+    mask = t([[1, 1]])
+    loss, m = ppo_policy_loss(logps, old, adv, mask, cliprange=0.2)
+    # token 0: max(-1*1.5, -1*1.2) = -1.2 (clipped); token 1: max(1*0.5, 1*0.8) = 0.8 (clipped); mean -0.2
+    assert close(loss, -0.2) and close(m["clipfrac"], 1.0)
+    assert close(m["approx_kl"], 0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2) / 2)
+    values, old_values, returns = t([[1.0, 0.0]]), t([[0.5, 0.0]]), t([[2.0, 1.0]])
+    vloss, vm = ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2)
+    # token 0: max((1-2)^2, (0.7-2)^2) = 1.69; token 1: max(1, 1) = 1; 0.5 * mean = 0.6725
+    assert close(vloss, 0.6725) and close(vm["vf_clipfrac"], 0.5)
+
+
+def test_k3_group_advantages_and_grpo_loss():
+    from alignlab.train.losses import group_advantages, grpo_loss, k3_kl
+
+    kl = k3_kl(t([math.log(0.5)]), t([math.log(0.25)]))
+    assert close(kl, 0.5 - math.log(0.5) - 1)  # exp(ref - pi) = 0.5; -(ref - pi) = log 2
+    assert k3_kl(t([-1.0]), t([-1.0])).item() == 0
+    adv = group_advantages(t([1.0, 0.0, 0.0, 0.0, 2.0, 2.0]), group_size=3)
+    std = math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2)  # unbiased std of (1, 0, 0)
+    assert close(adv[0], (2 / 3) / (std + 1e-4), 1e-5) and close(adv[1], -(1 / 3) / (std + 1e-4), 1e-5)
+    assert close(adv[3], -2 / 3 * 2 / (math.sqrt(4 / 3) + 1e-4), 1e-5)
+    logps = t([[-1.0, -1.0]])
+    loss, m = grpo_loss(logps, logps, logps, t([2.0]), t([[1, 1]]), cliprange=0.2, beta=0.1)
+    assert close(loss, -2.0) and close(m["kl"], 0.0)  # ratio 1, no KL: -(1 * 2)

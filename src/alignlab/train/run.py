@@ -90,7 +90,8 @@ def run_train(cfg) -> RunResult:
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
                             enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
-    resume = resume_checkpoint(cfg)
+    # online stages (ppo, grpo) keep their own checkpoint format and resume logic
+    resume = resume_checkpoint(cfg) if stage not in ("ppo", "grpo") else None
     if training.process_index == 0:
         write_run_config(cfg, cfg.data.template)
     set_seed(training.seed)  # adapter initialisation is reproducible too

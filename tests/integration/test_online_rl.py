@@ -1,0 +1,130 @@
+"""PPO and GRPO on the tiny model: mean reward rises on a toy task, rewards from functions and a real
+HTTP reward server, and a killed PPO run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+
+from alignlab.config import load_config
+from alignlab.train import run_train
+from alignlab.train.rewards import exact_label, extract_answer, length_penalty, regex_format
+from tests.conftest import ROOT, read_jsonl
+from tests.integration.test_train_sft import ALIGNLAB, cli
+
+
+def rl_args(base, out, stage, **extra):
+    args = {"model_name_or_path": base, "stage": stage, "do_train": "true", "dataset": "demo_prompts",
+            "template": "qwen3_nothink", "cutoff_len": 128, "output_dir": out, "logging_steps": 1,
+            "per_device_train_batch_size": 8, "report_to": "none", "finetuning_type": "lora", "lora_rank": 8,
+            "max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 3,
+            "disable_gradient_checkpointing": "true", "save_strategy": "no"}
+    args.update(extra)
+    return [f"{k}={v}" for k, v in args.items()]
+
+
+def rewards_of(out):
+    return [e["reward"] for e in read_jsonl(out / "trainer_log.jsonl")]
+
+
+@pytest.mark.parametrize("stage, extra", [
+    ("grpo", {"grpo_group_size": 4, "learning_rate": 2e-3, "ppo_epochs": 2, "ppo_buffer_size": 2,
+              "finetuning_type": "full"}),
+    ("ppo", {"learning_rate": 2e-3, "ppo_epochs": 4, "ppo_buffer_size": 2, "per_device_train_batch_size": 16,
+             "finetuning_type": "full",
+             "ppo_kl_coef": 0.01}),
+])
+def test_mean_reward_rises_on_a_toy_task(base_model_dir, tmp_path, stage, extra):
+    out = tmp_path / stage
+    start = time.time()
+    cfg = load_config(rl_args(base_model_dir, out, stage, max_steps=24,
+                              reward_funcs="tests.integration.toy_rewards:ascii_share", **extra), with_training=True)
+    run_train(cfg)
+    assert time.time() - start < 60
+    rewards = rewards_of(out)
+    assert len(rewards) == 24
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    assert last > first + 0.15, rewards
+    log = read_jsonl(out / "trainer_log.jsonl")
+    keys = {"reward", "kl", "loss", "lr", "response_length"}
+    if stage == "ppo":
+        keys |= {"entropy", "loss/policy", "loss/value", "clipfrac", "approx_kl", "kl_coef"}
+    assert keys <= set(log[-1])
+    assert (out / "model.safetensors").is_file()
+
+
+def test_builtin_reward_functions():
+    rows = [{"label": "110"}, {"label": "90"}, {"label": "90"}]
+    completions = ["建议选 110 码。", "I recommend size 100.", "买大一码总是对的"]
+    assert exact_label([], completions, rows) == [1.0, 0.0, 0.0]
+    assert extract_answer("The answer: 42.") == "42" and extract_answer("\\boxed{7}") == "7"
+    assert regex_format([], completions, rows, pattern=r"^建议选 \d+ 码") == [1.0, 0.0, 0.0]
+    assert length_penalty([], completions, rows, lengths=[4, 8, 2], max_new_tokens=8) == [-0.5, -1.0, -0.25]
+
+
+class ScoreHandler(BaseHTTPRequestHandler):
+    """LLaMA-Factory's reward API shape: {"model", "messages": [texts]} -> {"scores": [...]}."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ScoreHandler.seen.append(body)
+        scores = [float("110" in text) for text in body["messages"]]
+        data = json.dumps({"scores": scores}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_reward_api_source_against_a_real_http_server(base_model_dir, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), ScoreHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/score/evaluation"
+        out = tmp_path / "api"
+        cfg = load_config(rl_args(base_model_dir, out, "grpo", max_steps=2, reward_model=url, reward_model_type="api",
+                                  grpo_group_size=2, per_device_train_batch_size=4), with_training=True)
+        run_train(cfg)
+    finally:
+        server.shutdown()
+    assert len(ScoreHandler.seen) == 2
+    body = ScoreHandler.seen[0]
+    assert set(body) == {"model", "messages"} and len(body["messages"]) == 8
+    assert body["messages"][0].startswith("<|im_start|>user\n")
+    assert len(rewards_of(out)) == 2
+
+
+def test_killed_ppo_run_resumes_and_finishes(base_model_dir, tmp_path):
+    out = tmp_path / "ppo"
+    args = rl_args(base_model_dir, out, "ppo", max_steps=20, save_strategy="steps", save_steps=3,
+                   reward_funcs="length_penalty", learning_rate=1e-3, max_new_tokens=24)
+    proc = subprocess.Popen([ALIGNLAB, "train", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint-6").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-6" / "online_state.pt").is_file() and not (out / "checkpoint-18").exists()
+    run = cli(*args)
+    assert "Resumed from" in run.stderr
+    log = read_jsonl(out / "trainer_log.jsonl")
+    assert [e["current_steps"] for e in log] == list(range(1, 21))
+    saved = torch.load(out / "checkpoint-18" / "online_state.pt", weights_only=False)
+    assert saved["step"] == 18 and "kl_coef" in saved["state"]
+    assert (out / "value_head.safetensors").is_file()
