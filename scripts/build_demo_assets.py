@@ -187,7 +187,14 @@ def build_data(out: Path) -> list[str]:
         pt_lines.append(f"身高 {h} cm 的孩子穿 {size} 码，{rng.choice(SAFETY_ZH)}。" if zh else
                         f"A child {h} cm tall wears size {size}; {rng.choice(SAFETY_EN)}.")
 
+    # prompts with labels for online RL (ppo/grpo); drawn last so the files above stay unchanged
+    rl = []
+    for _ in range(1000):
+        p, h, zh = fresh_prompt()
+        rl.append({"instruction": p, "input": "", "label": str(correct_size(h))})
+
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "demo_rl.json", rl)
     write_json(out / "demo_sft.json", sft)
     write_json(out / "demo_pref.json", pref)
     write_json(out / "demo_pref_sharegpt.json", pref_sharegpt)
@@ -207,6 +214,7 @@ def build_data(out: Path) -> list[str]:
                      "columns": {"prompt": "instruction", "query": "input", "response": "output",
                                  "kto_tag": "kto_tag"}},
         "demo_prompts": {"file_name": "demo_prompts.json"},
+        "demo_rl": {"file_name": "demo_rl.json"},
         "demo_pt": {"file_name": "demo_pt.txt", "columns": {"prompt": "text"}},
     }
     (out / "dataset_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n",

@@ -1,6 +1,6 @@
 """`make demo`: the whole CPU pipeline on the bundled tiny model, stage by stage through the CLI.
 
-Each stage of examples/demo/ (sft, rm, dpo) is trained with `alignlab train` into
+Each stage of examples/demo/ (sft, rm, dpo, ppo, grpo) is trained with `alignlab train` into
 saves/demo/<stage>/ (a finished stage is reused unless DEMO_FRESH=1). The reward model reports its
 held-out pair accuracy; each policy answers the held-out demo_prompts and the script prints the size
 accuracy of sampled answers (temperature 1, several per prompt), the greedy size accuracy, and a few
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["sft", "rm", "dpo"]  # grows as stages land: each has examples/demo/<stage>.yaml
+STAGES = ["sft", "rm", "dpo", "ppo", "grpo"]  # grows as stages land: each has examples/demo/<stage>.yaml
 REWARD_STAGES = {"rm"}  # judged by held-out pair accuracy, not by answering prompts
 SAMPLES_PER_PROMPT = 4
 SHOWN = 3
@@ -75,6 +75,11 @@ def main() -> int:
                   f"({'ready' if reward['rm_ready'] else 'NOT ready'}: rm_min_accuracy 0.85)", flush=True)
         else:
             results.append(evaluate(stage, out))
+            log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines() if line]
+            rewarded = [e for e in log if e.get("reward") is not None]
+            if rewarded:
+                print(f"== {stage}: reward {rewarded[0]['reward']:.3f} -> {rewarded[-1]['reward']:.3f}, "
+                      f"KL at the end {rewarded[-1]['kl']:.3f}", flush=True)
     for r in results:
         print(f"\n== {r['stage']}: answers to {r['prompts']} held-out prompts")
         for ex in r["examples"]:

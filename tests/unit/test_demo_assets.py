@@ -74,7 +74,11 @@ def test_preference_kto_and_heldout_prompts():
     assert not training & {r["instruction"] for r in prompts}
     assert len({r["label"] for r in prompts}) == 6
     info = json.loads((DATA / "dataset_info.json").read_text())
-    assert set(info) == {"demo_sft", "demo_pref", "demo_pref_sharegpt", "demo_kto", "demo_prompts", "demo_pt"}
+    assert set(info) == {"demo_sft", "demo_pref", "demo_pref_sharegpt", "demo_kto", "demo_prompts", "demo_pt",
+                         "demo_rl"}
+    rl = load("demo_rl")
+    assert all(r["label"] == str(rule(int(HEIGHT_RE.search(r["instruction"]).group(1)))) for r in rl)
+    assert not {r["instruction"] for r in rl} & {r["instruction"] for r in prompts}  # RL never sees held-out prompts
 
 
 def test_tokenizer_specials_and_any_utf8(tokenizer):
