@@ -7,6 +7,8 @@ estimate against the reference policy (the base with the adapter disabled, or a 
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .losses import grpo_loss, group_advantages
@@ -30,17 +32,21 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
     gen_kwargs, group = generation_kwargs(cfg.generating), f.grpo_group_size
 
     def rollout_and_learn(batch):
+        clock = [time.perf_counter()]
         rollout = generate_rollout(model, tokenizer, template, batch, gen_kwargs, group, device)
+        clock.append(time.perf_counter())
         scores = reward(rollout)
         check_finite("The reward", scores, online.step + 1)
         advantages = group_advantages(scores, group).to(device)
         mask = rollout.response_mask
+        clock.append(time.perf_counter())
         with torch.no_grad():
             old_logps = response_logps(model, rollout)
             with reference_of(model, reference) as ref:
                 ref_logps = response_logps(ref, rollout)
         totals = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0}
         updates = 0
+        clock.append(time.perf_counter())
         for _ in range(f.ppo_epochs):
             for idx in minibatches(len(scores), f.ppo_buffer_size, device):
                 sub = rollout.select(idx)
@@ -52,7 +58,10 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
                 totals["kl"] += metrics["kl"].item()
                 totals["clipfrac"] += metrics["clipfrac"].item()
                 updates += 1
+        clock.append(time.perf_counter())
         result = {k: v / updates for k, v in totals.items()}
+        result.update({f"time/{name}": clock[i + 1] - clock[i]
+                       for i, name in enumerate(("generate", "score", "logps", "learn"))})
         result.update({"reward": scores.mean().item(), "reward_std": scores.std().item(),
                        "response_length": mask.sum(-1).float().mean().item()})
         return result

@@ -9,6 +9,8 @@ and values). The KL coefficient adapts towards `ppo_target` (a controller whose 
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from ..model.value_head import ValueHead
@@ -43,13 +45,16 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
     gen_kwargs = generation_kwargs(cfg.generating)
 
     def rollout_and_learn(batch):
+        clock = [time.perf_counter()]
         rollout = generate_rollout(model, tokenizer, template, batch, gen_kwargs, 1, device)
+        clock.append(time.perf_counter())
         scores = reward(rollout).to(device)
         check_finite("The reward", scores, online.step + 1)
         raw_reward = scores.mean().item()
         if f.ppo_score_norm and len(scores) > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         mask = rollout.response_mask
+        clock.append(time.perf_counter())
         with torch.no_grad():
             old_logps, _, hidden = response_logps(model, rollout, with_hidden=True)
             old_values = head(hidden)
@@ -65,6 +70,7 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
         advantages = whiten(advantages, mask)
         totals: dict[str, float] = {}
         updates = 0
+        clock.append(time.perf_counter())
         for _ in range(f.ppo_epochs):
             for idx in minibatches(len(scores), f.ppo_buffer_size, device):
                 logps, entropy, hidden = response_logps(model, rollout.select(idx), with_hidden=True)
@@ -83,7 +89,10 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
         mean_kl = kl.sum(-1).mean().item()
         if f.ppo_adaptive_kl:
             online.state["kl_coef"] = adaptive_kl(online.state["kl_coef"], mean_kl, f.ppo_target, len(scores))
+        clock.append(time.perf_counter())
         result = {k: v / updates for k, v in totals.items()}
+        result.update({f"time/{name}": clock[i + 1] - clock[i]
+                       for i, name in enumerate(("generate", "score", "logps", "learn"))})
         result.update({"reward": raw_reward, "kl": mean_kl, "kl_coef": online.state["kl_coef"],
                        "response_length": mask.sum(-1).float().mean().item()})
         return result
