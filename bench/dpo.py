@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def run_case(shape: str, method: str, precompute: bool, steps: int, batch: int, epochs: int) -> dict:
     import torch
+    from train import model_dir  # bench/train.py
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from alignlab.config import load_config
     from alignlab.train import run_train
-    from train import model_dir  # bench/train.py
 
     with tempfile.TemporaryDirectory() as tmp:
         path = model_dir(shape, Path(tmp))

@@ -30,9 +30,8 @@ def run_case(stage: str, model: str | None, reward_model: str | None, steps: int
 
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            from transformers import AutoConfig, AutoModelForCausalLM
-
             from train import model_dir  # bench/train.py
+            from transformers import AutoConfig, AutoModelForCausalLM
 
             path = model_dir("tiny", Path(tmp))
             torch.manual_seed(0)

@@ -127,7 +127,8 @@ def run_case(shape: str, method: str, packing: bool, steps: int, batch: int, cut
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with torch_profile(activities=activities) as prof:

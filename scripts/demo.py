@@ -85,7 +85,7 @@ def main() -> int:
         for ex in r["examples"]:
             print(f"  Q: {ex['prompt']}\n  A: {ex['greedy']}\n     (recommends {ex['recommended']}, "
                   f"correct {ex['label']})")
-    print("\nstage  sampled size accuracy (T=1, {} per prompt)  greedy size accuracy".format(SAMPLES_PER_PROMPT))
+    print(f"\nstage  sampled size accuracy (T=1, {SAMPLES_PER_PROMPT} per prompt)  greedy size accuracy")
     for r in results:
         print(f"{r['stage']:<6} {r['sampled_size_accuracy']:>8.3f}{'':<34}{r['greedy_size_accuracy']:.3f}")
     if reward:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from alignlab.config import ConfigError, load_config

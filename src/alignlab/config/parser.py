@@ -20,7 +20,6 @@ import yaml
 
 from .args import GROUPS, DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -127,7 +126,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise ConfigError(f"`{key}`: expected a mapping or JSON object, got {value!r}.")
+                raise ConfigError(f"`{key}`: expected a mapping or JSON object, got {value!r}.") from None
         if not isinstance(value, dict):
             raise ConfigError(f"`{key}`: expected a mapping, got {value!r}.")
         return value
@@ -333,7 +332,7 @@ def help_text(with_training: bool = True) -> str:
     classes = list(GROUPS) + ([_training_class()] if with_training else [])
     for cls in classes:
         lines.append(f"\n[{cls.__name__}]")
-        for name, (tp, f) in _fields_of(cls).items():
+        for name, (_tp, f) in _fields_of(cls).items():
             default = f.default if f.default is not dataclasses.MISSING else None
             doc = (f.metadata or {}).get("help", "").split("\n")[0]
             lines.append(f"  {name} (default {default!r}): {doc}")

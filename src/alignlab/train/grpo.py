@@ -11,8 +11,15 @@ import time
 
 import torch
 
-from .losses import grpo_loss, group_advantages
-from .online import OnlineRun, check_finite, generate_rollout, generation_kwargs, minibatches, response_logps
+from .losses import group_advantages, grpo_loss
+from .online import (
+    OnlineRun,
+    check_finite,
+    generate_rollout,
+    generation_kwargs,
+    minibatches,
+    response_logps,
+)
 from .plots import plot_metrics
 from .reference import load_reference, reference_of
 from .rewards import build_reward

@@ -132,7 +132,7 @@ class OnlineRun:
 
         self.cfg, self.args = cfg, cfg.training
         self.model, self.dataset = model, dataset
-        self.extra_modules = extra_modules or {}
+        self.extra_modules = extra_modules or {}  # modules with save(dir)/load(dir), e.g. the value head
         self.batch_size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * \
             cfg.finetuning.ppo_buffer_size
         self.steps_per_epoch = max(1, len(dataset) // self.batch_size)
@@ -185,8 +185,8 @@ class OnlineRun:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.model.save_pretrained(tmp)
-        for name, module in self.extra_modules.items():
-            module.save(tmp) if hasattr(module, "save") else torch.save(module.state_dict(), tmp / f"{name}.pt")
+        for module in self.extra_modules.values():
+            module.save(tmp)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "step": self.step, "state": self.state, "torch_rng": torch.get_rng_state(),
                     "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp / "online_state.pt")
@@ -203,9 +203,8 @@ class OnlineRun:
             set_peft_model_state_dict(self.model, load_file(str(adapter)))
         else:
             self.model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
-        for name, module in self.extra_modules.items():
-            module.load(checkpoint) if hasattr(module, "load") else module.load_state_dict(
-                torch.load(checkpoint / f"{name}.pt"))
+        for module in self.extra_modules.values():
+            module.load(checkpoint)
         saved = torch.load(checkpoint / "online_state.pt", weights_only=False)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -244,8 +243,8 @@ class OnlineRun:
             if self.args.save_strategy != "no" and self.args.save_steps and self.step % int(self.args.save_steps) == 0:
                 self.save(self.out / f"checkpoint-{self.step}")
         self.model.save_pretrained(self.out)
-        for name, module in self.extra_modules.items():
-            module.save(self.out) if hasattr(module, "save") else None
+        for module in self.extra_modules.values():
+            module.save(self.out)
         log = [e for e in read_log(str(self.out)) if e.get("reward") is not None]
         results = {"train_steps": self.step, "train_runtime": time.time() - self.start,
                    "final_reward": log[-1]["reward"] if log else None,

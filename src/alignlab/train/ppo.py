@@ -15,7 +15,14 @@ import torch
 
 from ..model.value_head import ValueHead
 from .losses import gae, masked_mean, ppo_policy_loss, ppo_value_loss, whiten
-from .online import OnlineRun, check_finite, generate_rollout, generation_kwargs, minibatches, response_logps
+from .online import (
+    OnlineRun,
+    check_finite,
+    generate_rollout,
+    generation_kwargs,
+    minibatches,
+    response_logps,
+)
 from .plots import plot_metrics
 from .reference import load_reference, reference_of
 from .rewards import build_reward

@@ -77,9 +77,9 @@ class RunResult:
 
 def run_train(cfg) -> RunResult:
     """Train the configured stage; return its final metrics and the trained model."""
-    from ..data import get_dataset, get_template
     from transformers import set_seed
 
+    from ..data import get_dataset, get_template
     from ..model import load_tokenizer
 
     stage = cfg.finetuning.stage
