@@ -128,3 +128,39 @@ def test_killed_ppo_run_resumes_and_finishes(base_model_dir, tmp_path):
     saved = torch.load(out / "checkpoint-18" / "online_state.pt", weights_only=False)
     assert saved["step"] == 18 and "kl_coef" in saved["state"]
     assert (out / "value_head.safetensors").is_file()
+
+
+def test_full_reward_model_source_scores_like_the_reward_model(base_model_dir, tmp_path):
+    """reward_model_type full: a separately trained reward model folder (+ value head) scores rollouts."""
+    from alignlab.model.value_head import ValueHeadModel
+    from alignlab.train.online import Rollout
+    from alignlab.train.rewards import ModelReward
+
+    rm_out = tmp_path / "rm"
+    run_train(load_config(rl_args(base_model_dir, rm_out, "rm", dataset="demo_pref", finetuning_type="full",
+                                  max_steps=2, learning_rate=1e-4, max_samples=32), with_training=True))
+    cfg = load_config(rl_args(base_model_dir, tmp_path / "grpo", "grpo", reward_model=rm_out,
+                              reward_model_type="full", max_steps=2, grpo_group_size=2,
+                              per_device_train_batch_size=4), with_training=True)
+    from alignlab.data import get_template
+    from alignlab.model import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template("qwen3_nothink", tokenizer)
+    scorer = ModelReward(cfg, tokenizer, template, "cpu")
+    messages = [[{"role": "user", "content": "身高 105 cm 买多大？"}]]
+    rollout = Rollout(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), 0, ["p"], ["建议选 110 码。"],
+                      messages, [""], [{}], [5])
+    score = scorer(rollout)
+    # the same conversation scored by the reward model loaded by hand
+    from transformers import AutoModelForCausalLM
+
+    reference = ValueHeadModel(AutoModelForCausalLM.from_pretrained(rm_out)).eval()
+    reference.load_head(str(rm_out))
+    pairs = template.encode_multiturn(tokenizer, messages[0] + [{"role": "assistant", "content": "建议选 110 码。"}])
+    ids = torch.tensor([[t for p, r in pairs for t in p + r]])
+    with torch.no_grad():
+        expected = reference.scores(ids, torch.ones_like(ids))
+    assert torch.allclose(score, expected, atol=1e-5)
+    run_train(cfg)  # and it drives a GRPO step end to end
+    assert len(rewards_of(tmp_path / "grpo")) == 2
