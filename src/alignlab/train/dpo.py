@@ -15,10 +15,9 @@ import torch
 from ..data import PairwiseCollator
 from .callbacks import LogCallback
 from .losses import dpo_loss, orpo_loss, sequence_logps, simpo_loss
-from .plots import plot_metrics
 from .reference import load_reference, precompute, reference_of
 from .sft import build_model
-from .trainer import MetricTrainer
+from .trainer import MetricTrainer, fit
 
 logger = logging.getLogger(__name__)
 NO_REFERENCE = ("orpo", "simpo")
@@ -103,19 +102,5 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
     if f.precompute_ref_logps and f.pref_loss not in NO_REFERENCE:
         trainer.precompute_reference()
         trainer.reference = reference = None  # every batch now carries its reference log-probs
-    metrics: dict = {}
-    if training.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        metrics.update(result.metrics)
-    if training.do_eval and data.eval is not None:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    if f.plot_loss and trainer.is_world_process_zero():
-        plot_metrics(training.output_dir, ["loss", "rewards/accuracies", "eval_loss", "eval_rewards/accuracies"])
+    metrics = fit(trainer, data.eval, resume, ["loss", "rewards/accuracies", "eval_loss", "eval_rewards/accuracies"])
     return metrics, trainer.model

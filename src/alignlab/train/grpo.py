@@ -20,7 +20,6 @@ from .online import (
     minibatches,
     response_logps,
 )
-from .plots import plot_metrics
 from .reference import load_reference, reference_of
 from .rewards import build_reward
 from .sft import build_model
@@ -73,8 +72,4 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
                        "response_length": mask.sum(-1).float().mean().item()})
         return result
 
-    results = online.train(rollout_and_learn)
-    tokenizer.save_pretrained(training.output_dir)
-    if f.plot_loss:
-        plot_metrics(training.output_dir, ["reward", "kl", "loss"])
-    return results, model
+    return online.train(rollout_and_learn, tokenizer), model

@@ -6,10 +6,9 @@ from __future__ import annotations
 from ..data import FeedbackCollator
 from .callbacks import LogCallback
 from .losses import kto_loss, sequence_logps
-from .plots import plot_metrics
 from .reference import load_reference, precompute, reference_of
 from .sft import build_model
-from .trainer import MetricTrainer
+from .trainer import MetricTrainer, fit
 
 
 class KTOTrainer(MetricTrainer):
@@ -68,19 +67,5 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
     if f.precompute_ref_logps:
         trainer.precompute_reference()
         trainer.reference = reference = None
-    metrics: dict = {}
-    if training.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        metrics.update(result.metrics)
-    if training.do_eval and data.eval is not None:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    if f.plot_loss and trainer.is_world_process_zero():
-        plot_metrics(training.output_dir, ["loss", "rewards/margins", "kl", "eval_loss"])
+    metrics = fit(trainer, data.eval, resume, ["loss", "rewards/margins", "kl", "eval_loss"])
     return metrics, trainer.model

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .callbacks import LOG_NAME, _hms, read_log
+from .plots import plot_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -226,8 +227,9 @@ class OnlineRun:
                 and p.name.split("-")[-1].isdigit()]
         return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
 
-    def train(self, rollout_and_learn) -> dict:
-        """Run `rollout_and_learn(batch) -> metrics` for every step, with checkpoints and logs."""
+    def train(self, rollout_and_learn, tokenizer) -> dict:
+        """Run `rollout_and_learn(batch) -> metrics` for every step, with checkpoints and logs; save the
+        final policy, value head and tokenizer, the results and (with `plot_loss`) the curves."""
         checkpoint = self.last_checkpoint()
         if checkpoint:
             self.resume(checkpoint)
@@ -243,8 +245,11 @@ class OnlineRun:
             if self.args.save_strategy != "no" and self.args.save_steps and self.step % int(self.args.save_steps) == 0:
                 self.save(self.out / f"checkpoint-{self.step}")
         self.model.save_pretrained(self.out)
+        tokenizer.save_pretrained(self.out)
         for module in self.extra_modules.values():
             module.save(self.out)
+        if self.cfg.finetuning.plot_loss:
+            plot_metrics(str(self.out), ["reward", "kl", "loss"])
         log = [e for e in read_log(str(self.out)) if e.get("reward") is not None]
         results = {"train_steps": self.step, "train_runtime": time.time() - self.start,
                    "final_reward": log[-1]["reward"] if log else None,

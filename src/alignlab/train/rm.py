@@ -20,9 +20,8 @@ from ..data import PairwiseCollator
 from ..model.value_head import ValueHeadModel
 from .callbacks import LogCallback
 from .losses import pairwise_reward_loss
-from .plots import plot_metrics
 from .sft import build_model
-from .trainer import MetricTrainer
+from .trainer import MetricTrainer, fit
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +79,7 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
         eval_dataset=data.eval, processing_class=tokenizer, callbacks=[LogCallback(training.output_dir)],
         finetuning_args=cfg.finetuning,
     )
-    metrics: dict = {}
-    if training.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        metrics.update(result.metrics)
-    if training.do_eval and data.eval is not None:
-        eval_metrics = trainer.evaluate()
+    def judge(eval_metrics: dict) -> None:
         accuracy = eval_metrics.get("eval_accuracy", 0.0)
         eval_metrics["rm_ready"] = accuracy >= cfg.finetuning.rm_min_accuracy
         message = (f"Reward model held-out accuracy {accuracy:.3f} "
@@ -100,15 +90,12 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
         else:
             logger.warning("%s: NOT ready; more data, epochs or a larger model are needed before using it "
                            "as a reward.", message)
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
+
+    metrics = fit(trainer, data.eval, resume, ["loss", "eval_loss", "eval_accuracy", "accuracy"], judge)
     if training.do_predict:
         if data.eval is None:
             raise ValueError("`do_predict` scores the eval pairs: set `eval_dataset` or `val_size`.")
         if trainer.is_world_process_zero():
             predict_scores(model, data.eval, collator, training.per_device_eval_batch_size,
                            Path(training.output_dir) / "generated_predictions.jsonl", training.device)
-    if cfg.finetuning.plot_loss and trainer.is_world_process_zero():
-        plot_metrics(training.output_dir, ["loss", "eval_loss", "eval_accuracy", "accuracy"])
     return metrics, model

@@ -10,8 +10,7 @@ from ..data import IGNORE_INDEX, SupervisedCollator
 from ..model.adapter import init_adapter
 from ..model.loader import load_model
 from .callbacks import LogCallback
-from .plots import plot_metrics
-from .trainer import AlignTrainer
+from .trainer import AlignTrainer, fit
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +49,9 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
         preprocess_logits_for_metrics=_argmax_logits if accuracy else None,
         finetuning_args=cfg.finetuning,
     )
-    metrics: dict = {}
-    if training.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        metrics.update(result.metrics)
-    if training.do_eval and data.eval is not None:
-        eval_metrics = trainer.evaluate()
+    def add_perplexity(eval_metrics: dict) -> None:
         if "eval_loss" in eval_metrics:
             eval_metrics["perplexity"] = float(np.exp(min(eval_metrics["eval_loss"], 50)))
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    if cfg.finetuning.plot_loss and trainer.is_world_process_zero():
-        plot_metrics(training.output_dir, ["loss", "eval_loss", "eval_accuracy"])
+
+    metrics = fit(trainer, data.eval, resume, ["loss", "eval_loss", "eval_accuracy"], add_perplexity)
     return metrics, trainer.model

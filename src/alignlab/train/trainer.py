@@ -9,6 +9,32 @@ import torch
 from transformers import Trainer
 
 
+def fit(trainer, eval_dataset, resume: str | None, plot_keys: list[str], judge_eval=None) -> dict:
+    """What every offline stage does with its trainer: train (saving model, metrics and state), then
+    evaluate, as the training arguments ask; `judge_eval(metrics)` may add to the eval metrics before
+    they are logged; curves are plotted with `plot_loss`. Returns train and eval metrics."""
+    from .plots import plot_metrics
+
+    args, metrics = trainer.args, {}
+    if args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics.update(result.metrics)
+    if args.do_eval and eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        if judge_eval is not None:
+            judge_eval(eval_metrics)
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if trainer.finetuning_args.plot_loss and trainer.is_world_process_zero():
+        plot_metrics(args.output_dir, plot_keys)
+    return metrics
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; training stops and the last checkpoint stays usable."""
 
