@@ -25,12 +25,15 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(TINY)
 
 
-def tiny_model(seed: int = 0, attn: str = "sdpa"):
+def tiny_model(seed: int = 0, attn: str = "sdpa", init_range: float | None = None):
+    """The tiny model with random weights; a larger `init_range` gives varied (not repeating) greedy text."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(TINY)
+    if init_range is not None:
+        config.initializer_range = init_range
     return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
 
 

@@ -8,6 +8,9 @@ USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value 
 
 commands:
   train          train a stage (pt, sft, rm, dpo, kto, ppo, grpo) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
+  chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
+  api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  eval loadtest  HTTP load test of a chat-completions endpoint: req/s, tokens/s, latency percentiles
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device
@@ -103,6 +106,39 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _serve(command: str, argv: list[str]) -> int:
+    """`chat` and `api`: the model keys plus generating keys, no training arguments."""
+    from .config import help_text, load_config
+
+    if "--help" in argv or "-h" in argv:
+        print(f"alignlab {command} CONFIG.yaml [key=value ...]\n" + help_text(with_training=False))
+        return 0
+    cfg = load_config(argv)
+    if not cfg.model.model_name_or_path:
+        from .config import ConfigError
+
+        raise ConfigError(f"`alignlab {command}` needs `model_name_or_path` (and `adapter_name_or_path` for "
+                          "a LoRA run), e.g. examples/inference/qwen3_lora_sft.yaml.")
+    if command == "chat":
+        from .infer.chat import run_chat
+
+        run_chat(cfg)
+    else:
+        from .infer.api import run_api
+
+        run_api(cfg)
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    if argv and argv[0] == "loadtest":
+        from .eval.loadtest import main as loadtest
+
+        return loadtest(argv[1:])
+    print("usage: alignlab eval loadtest --url URL --concurrency 1,4,16 --requests N", file=sys.stderr)
+    return 2
+
+
 def _setup_logging() -> None:
     import logging
 
@@ -139,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return _data(rest)
         if command == "train":
             return _train(rest)
+        if command in ("chat", "api"):
+            return _serve(command, rest)
+        if command == "eval":
+            return _eval(rest)
     except (ConfigError, DataError, TemplateError, ModelError, NonFiniteLossError, NonFiniteError,
             NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)

@@ -49,6 +49,9 @@ class ModelArguments:
     infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = _key(
         "auto", "Model dtype for inference and export."
     )
+    infer_max_batch: int = _key(
+        32, "huggingface engine (ours): most sequences decoded together; further requests wait in a queue."
+    )
     vllm_maxlen: int = _key(4096, "Maximum sequence length of the vLLM engine.")
     vllm_gpu_util: float = _key(0.7, "GPU memory share for the vLLM engine.")
     vllm_enforce_eager: bool = _key(False, "Disable CUDA graphs in vLLM.")

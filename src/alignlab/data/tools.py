@@ -124,3 +124,46 @@ def format_function_calls(tool_format: str, calls: list[tuple[str, str]]) -> str
     if tool_format == "mistral":
         return json.dumps([{"name": n, "arguments": json.loads(a)} for n, a in calls], ensure_ascii=False)
     raise ValueError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
+
+
+def _json_calls(text: str, args_key: str) -> list[tuple[str, str]] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    objs = value if isinstance(value, list) else [value]
+    if not objs or not all(isinstance(o, dict) and isinstance(o.get("name"), str) and args_key in o for o in objs):
+        return None
+    return [(o["name"], json.dumps(o[args_key], ensure_ascii=False)) for o in objs]
+
+
+def extract_function_calls(tool_format: str, text: str) -> list[tuple[str, str]] | None:
+    """The (name, JSON arguments) calls in a generated answer, or None when it calls no tool."""
+    import re
+
+    text = text.strip()
+    if tool_format == "qwen":
+        found = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, flags=re.DOTALL)
+        calls = [_json_calls(f, "arguments") for f in found]
+        return [c for group in calls for c in group] if found and all(calls) else None
+    if tool_format == "default":
+        found = re.findall(r"Action:\s*(.+?)\s*Action Input:\s*(.+?)(?=\s*Action:|\Z)", text, flags=re.DOTALL)
+        calls = []
+        for name, args in found:
+            args = args.strip().strip("`").strip()
+            try:
+                calls.append((name.strip(), json.dumps(json.loads(args), ensure_ascii=False)))
+            except ValueError:
+                return None
+        return calls or None
+    if tool_format == "llama3":
+        return _json_calls(text, "parameters")
+    if tool_format == "mistral":
+        return _json_calls(text.removeprefix("[TOOL_CALLS]").strip(), "arguments")
+    if tool_format == "glm4":
+        name, _, args = text.partition("\n")
+        try:
+            return [(name.strip(), json.dumps(json.loads(args), ensure_ascii=False))] if name.strip() and args else None
+        except ValueError:
+            return None
+    raise ValueError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")

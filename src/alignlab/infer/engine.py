@@ -1,0 +1,441 @@
+"""The Hugging Face inference engine: dynamic batching of concurrent requests in one decode loop.
+
+A background thread owns the model. Each loop iteration admits waiting requests (their prompts are
+prefilled together and their KV caches left-padded into the running batch), then decodes one token
+for every running sequence. Sequences leave the batch as soon as they stop, so requests join and
+leave between decode steps. Every new piece of text is handed to the request's callback, which
+makes streaming and blocking use the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 1024
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @classmethod
+    def from_generating_args(cls, gen, **overrides) -> SamplingParams:
+        """The config's generating keys, with per-request overrides (None means keep)."""
+        values = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample, temperature=gen.temperature,
+                      top_p=gen.top_p, top_k=gen.top_k, repetition_penalty=gen.repetition_penalty)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["temperature"] == 0:  # OpenAI's convention for greedy decoding
+            values.update(do_sample=False, temperature=1.0)
+        values["stop"] = tuple(values.get("stop") or ())
+        return cls(**values)
+
+
+@dataclass
+class Event:
+    """What a request's callback receives: new text, and the end of the answer when `finished`."""
+
+    delta: str
+    finished: bool = False
+    finish_reason: str | None = None  # stop | length | cancelled | error
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    error: str | None = None
+
+
+def held_back(text: str, words) -> int:
+    """How many trailing characters of `text` could start one of `words` (kept until resolved)."""
+    keep = 0
+    for word in words:
+        for k in range(min(len(word) - 1, len(text)), keep, -1):
+            if text.endswith(word[:k]):
+                keep = k
+                break
+    return keep
+
+
+def split_reasoning(template, text: str, final: bool) -> tuple[str | None, str]:
+    """(reasoning, answer) of a reasoning template's output; reasoning None when thinking is off."""
+    if not getattr(template, "reasoning", False) or not template.enable_thinking:
+        return None, text
+    open_, close = (w.strip() for w in template.thought_words)
+    body = text.lstrip()
+    if not final and open_.startswith(body):  # may still become the opening word
+        return "", ""
+    if body.startswith(open_):
+        body = body[len(open_):]
+    elif close not in body:
+        return "", text
+    if close in body:
+        reasoning, answer = body.split(close, 1)
+        return reasoning.strip("\n"), answer.lstrip("\n")
+    if final:
+        return body.strip("\n"), ""
+    return body[:len(body) - held_back(body, [close])].lstrip("\n").rstrip("\n"), ""
+
+
+@dataclass
+class Sequence:
+    """One answer being generated; `cancel()` frees its batch slot at the next decode step."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[Event], None]
+    token_ids: list[int] = field(default_factory=list)
+    emitted: str = ""
+    finished: bool = False
+    cancelled: bool = False
+    generator: torch.Generator | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    @property
+    def position(self) -> int:
+        """Position of the last sampled token (the one not yet in the KV cache)."""
+        return len(self.prompt_ids) + len(self.token_ids) - 1
+
+
+@dataclass
+class _Batch:
+    rows: list[Sequence] = field(default_factory=list)
+    cache: object = None
+    mask: torch.Tensor | None = None
+
+
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - x.shape[dim]
+    if missing == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [missing, 0]
+    return F.pad(x, pad)
+
+
+class HFEngine:
+    """Dynamic-batching generation with a Hugging Face causal LM (see the module docstring)."""
+
+    can_generate = True
+
+    def __init__(self, model, tokenizer, template, *, max_batch: int = 32, context_len: int | None = None,
+                 seed: int = 0):
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.max_batch = max_batch
+        self.context_len = context_len or getattr(model.config, "max_position_embeddings", None) or 4096
+        self.stop_ids = set(template.stop_token_ids(tokenizer))
+        self.device = next(model.parameters()).device
+        self._pending: deque[Sequence] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._generator = torch.Generator().manual_seed(seed)
+        self.stats = {"active": 0, "queued": 0, "finished": 0, "cancelled": 0, "decode_steps": 0}
+
+    # ---- public interface ---------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
+        """Queue one answer; `on_event` is called from the engine thread with every new piece."""
+        if len(prompt_ids) + 1 > self.context_len:
+            raise ValueError(f"The prompt has {len(prompt_ids)} tokens; the model's context is {self.context_len}.")
+        seq = Sequence(list(prompt_ids), params, on_event)
+        if params.seed is not None:
+            seq.generator = torch.Generator().manual_seed(params.seed)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("The engine is closed.")
+            self._pending.append(seq)
+            self.stats["queued"] = len(self._pending)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="alignlab-engine", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return seq
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Event]:
+        """Events of one answer as they are produced (blocking iterator)."""
+        import queue
+
+        events: queue.Queue[Event] = queue.Queue()
+        seq = self.submit(prompt_ids, params, events.put)
+        try:
+            while True:
+                event = events.get()
+                yield event
+                if event.finished:
+                    return
+        finally:
+            seq.cancel()
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[dict]:
+        """Blocking: submit every prompt at once and return text, token count and finish reason of each."""
+        results: list[dict] = [{"text": "", "finish_reason": None, "completion_tokens": 0} for _ in prompts]
+        done = [threading.Event() for _ in prompts]
+
+        def collect(i):
+            def on_event(event: Event):
+                results[i]["text"] += event.delta
+                if event.finished:
+                    results[i].update(finish_reason=event.finish_reason, completion_tokens=event.completion_tokens,
+                                      error=event.error)
+                    done[i].set()
+            return on_event
+
+        for i, ids in enumerate(prompts):
+            self.submit(ids, params, collect(i))
+        for event in done:
+            event.wait()
+        return results
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ---- the decode loop ----------------------------------------------------------------
+    def _loop(self) -> None:
+        batch = _Batch()
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._pending and not batch.rows and not self._closed:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    new = []
+                    while self._pending and len(batch.rows) + len(new) < self.max_batch:
+                        seq = self._pending.popleft()
+                        if seq.cancelled:
+                            self._finish(seq, "cancelled")
+                        else:
+                            new.append(seq)
+                    self.stats["queued"] = len(self._pending)
+                try:
+                    if new:
+                        self._prefill(batch, new)
+                    if batch.rows:
+                        self._decode(batch)
+                except Exception as e:  # noqa: BLE001 - fail the requests, keep serving
+                    for seq in batch.rows + new:
+                        if not seq.finished:
+                            self._finish(seq, "error", error=f"{type(e).__name__}: {e}")
+                    batch = _Batch()
+                self.stats["active"] = len(batch.rows)
+
+    def _forward(self, ids, mask, positions, cache):
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1, :].float().cpu(), out.past_key_values
+
+    def _prefill(self, batch: _Batch, new: list[Sequence]) -> None:
+        from transformers import DynamicCache
+
+        width = max(len(s.prompt_ids) for s in new)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new])
+        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
+        self._merge(batch, new, cache, mask)
+        self._advance(batch, new, logits)
+
+    def _decode(self, batch: _Batch) -> None:
+        rows = batch.rows
+        ids = torch.tensor([[s.token_ids[-1]] for s in rows])
+        positions = torch.tensor([[s.position] for s in rows])
+        batch.mask = torch.cat([batch.mask, torch.ones(len(rows), 1, dtype=batch.mask.dtype)], dim=1)
+        logits, batch.cache = self._forward(ids, batch.mask, positions, batch.cache)
+        self.stats["decode_steps"] += 1
+        self._advance(batch, rows, logits)
+
+    def _merge(self, batch: _Batch, new: list[Sequence], cache, mask: torch.Tensor) -> None:
+        """Left-pad the running and the new KV caches to one length and stack them."""
+        if not batch.rows:
+            batch.rows, batch.cache, batch.mask = list(new), cache, mask
+            return
+        length = max(batch.mask.shape[1], mask.shape[1])
+        for old, add in zip(batch.cache.layers, cache.layers):
+            old.keys = torch.cat([_left_pad(old.keys, length, -2), _left_pad(add.keys, length, -2)])
+            old.values = torch.cat([_left_pad(old.values, length, -2), _left_pad(add.values, length, -2)])
+        batch.mask = torch.cat([_left_pad(batch.mask, length, -1), _left_pad(mask, length, -1)])
+        batch.rows += new
+
+    def _advance(self, batch: _Batch, rows: list[Sequence], logits: torch.Tensor) -> None:
+        """Sample one token per row, hand out new text, and drop the rows that finished."""
+        tokens = self._sample(logits, rows)
+        for seq, token in zip(rows, tokens.tolist()):
+            if seq.cancelled:
+                self._finish(seq, "cancelled")
+                continue
+            seq.token_ids.append(token)
+            self._emit(seq, stopped=token in self.stop_ids)
+        keep = [i for i, s in enumerate(batch.rows) if not s.finished]
+        if len(keep) < len(batch.rows):
+            index = torch.tensor(keep, dtype=torch.long)
+            batch.rows = [batch.rows[i] for i in keep]
+            batch.mask = batch.mask[index]
+            start = int(batch.mask.any(0).long().argmax()) if keep else 0
+            batch.mask = batch.mask[:, start:]
+            for layer in batch.cache.layers:
+                layer.keys = layer.keys[index.to(layer.keys.device), :, start:]
+                layer.values = layer.values[index.to(layer.values.device), :, start:]
+            if not keep:
+                batch.cache, batch.mask = None, None
+
+    def _emit(self, seq: Sequence, stopped: bool) -> None:
+        ids = seq.token_ids[:-1] if stopped else seq.token_ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        reason = "stop" if stopped else None
+        hits = [text.find(w) for w in seq.params.stop if w and w in text]
+        if hits:
+            text, reason = text[:min(hits)], "stop"
+        elif reason is None and (len(seq.token_ids) >= seq.params.max_new_tokens
+                                 or seq.position + 1 >= self.context_len):
+            reason = "length"
+        if reason is None:
+            text = text.rstrip("\ufffd")  # an incomplete multi-byte character
+            text = text[:len(text) - held_back(text, seq.params.stop)]
+        delta = text[len(seq.emitted):] if text.startswith(seq.emitted) else ""
+        seq.emitted += delta
+        if reason:
+            self._finish(seq, reason, delta)
+        elif delta:
+            seq.on_event(Event(delta, completion_tokens=len(seq.token_ids), prompt_tokens=len(seq.prompt_ids)))
+
+    def _finish(self, seq: Sequence, reason: str, delta: str = "", error: str | None = None) -> None:
+        seq.finished = True
+        self.stats["finished" if reason != "cancelled" else "cancelled"] += 1
+        seq.on_event(Event(delta, True, reason, len(seq.token_ids), len(seq.prompt_ids), error))
+
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
+        """Per-row repetition penalty, temperature, top-k and top-p, then sampling or argmax."""
+        for i, seq in enumerate(rows):
+            penalty = seq.params.repetition_penalty
+            if penalty != 1.0:
+                seen = torch.tensor(seq.prompt_ids + seq.token_ids).unique()
+                row = logits[i, seen]
+                logits[i, seen] = torch.where(row > 0, row / penalty, row * penalty)
+        tokens = logits.argmax(-1)
+        sampled = [i for i, s in enumerate(rows) if s.params.do_sample]
+        if not sampled:
+            return tokens
+        sub = logits[sampled] / torch.tensor([[rows[i].params.temperature] for i in sampled])
+        ordered, order = sub.sort(-1, descending=True)
+        rank = torch.arange(sub.shape[-1]).expand_as(sub)
+        top_k = torch.tensor([[rows[i].params.top_k or sub.shape[-1]] for i in sampled])
+        probs = ordered.softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above
+        top_p = torch.tensor([[rows[i].params.top_p] for i in sampled])
+        drop = (rank >= top_k) | ((before >= top_p) & (rank > 0))
+        probs = probs.masked_fill(drop, 0.0)
+        for j, i in enumerate(sampled):
+            pick = torch.multinomial(probs[j], 1, generator=rows[i].generator or self._generator)
+            tokens[i] = order[j, pick]
+        return tokens
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    template: object
+    name: str
+    reward_model: object = None  # a ValueHeadModel when the run is a reward model
+
+
+def _run_settings(model_args) -> dict:
+    """The run_config.yaml saved with the newest adapter (or the model folder), if any."""
+    from pathlib import Path
+
+    import yaml
+
+    adapters = [a.strip() for a in (model_args.adapter_name_or_path or "").split(",") if a.strip()]
+    for folder in [*reversed(adapters), model_args.model_name_or_path]:
+        path = Path(folder) / "run_config.yaml"
+        if path.is_file():
+            return yaml.safe_load(path.read_text()) or {}
+    return {}
+
+
+def load_inference_model(cfg) -> LoadedModel:
+    """Model (+ adapters, + value head for reward models), tokenizer and the template the run trained
+    with; an explicit `template` that differs from the run's is used, with a warning."""
+    import logging
+    from pathlib import Path
+
+    from ..data import get_template
+    from ..model import load_tokenizer
+    from ..model.adapter import init_adapter
+    from ..model.loader import load_model
+    from ..model.value_head import HEAD_FILE, ValueHeadModel
+
+    logger = logging.getLogger(__name__)
+    saved = _run_settings(cfg.model)
+    name = cfg.data.template if "template" in cfg.resolved else saved.get("template")
+    if "template" in cfg.resolved and saved.get("template") and saved["template"] != name:
+        logger.warning("Serving with template %r, but the model was trained with %r: answers may be garbage. "
+                       "Drop `template` to use the training template.", name, saved["template"])
+    pick = {k: cfg.resolved.get(k, saved.get(k)) for k in ("default_system", "enable_thinking", "tool_format")}
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(name, tokenizer, default_system=pick["default_system"],
+                            enable_thinking=True if pick["enable_thinking"] is None else pick["enable_thinking"],
+                            tool_format=pick["tool_format"])
+    model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False).eval()
+    adapters = [a.strip() for a in (cfg.model.adapter_name_or_path or "").split(",") if a.strip()]
+    last = Path(adapters[-1] if adapters else cfg.model.model_name_or_path)
+    reward_model = None
+    if (last / HEAD_FILE).is_file():
+        reward_model = ValueHeadModel(model)
+        reward_model.load_head(str(last))
+        reward_model.to(next(model.parameters()).device).eval()
+    return LoadedModel(model, tokenizer, template, last.name or "model", reward_model)
+
+
+class RewardScorer:
+    """Scores whole texts with a value-head reward model (the last token's value), thread-safe."""
+
+    can_generate = False
+
+    def __init__(self, reward_model, tokenizer, batch_size: int = 16):
+        self.model, self.tokenizer, self.batch_size = reward_model, tokenizer, batch_size
+        self._lock = threading.Lock()
+        self.stats = {"scored": 0}
+
+    @torch.inference_mode()
+    def score(self, texts: list[str], max_length: int | None = None) -> list[float]:
+        rows = [self.tokenizer.encode(t, add_special_tokens=False)[:max_length] or [self.tokenizer.pad_token_id]
+                for t in texts]
+        device = next(self.model.parameters()).device
+        scores: list[float] = []
+        with self._lock:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                width = max(map(len, chunk))
+                ids = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in chunk])
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
+                scores += self.model.scores(ids.to(device), mask.to(device)).float().cpu().tolist()
+            self.stats["scored"] += len(texts)
+        return scores
+
+
+def build_engine(cfg):
+    """The engine `infer_backend` asks for, over the model of `cfg`; reward models get a scorer."""
+    loaded = load_inference_model(cfg)
+    if loaded.reward_model is not None:
+        return loaded, RewardScorer(loaded.reward_model, loaded.tokenizer)
+    if cfg.model.infer_backend == "vllm":
+        from .vllm_engine import VllmEngine
+
+        return loaded, VllmEngine(cfg, loaded)
+    return loaded, HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
+
