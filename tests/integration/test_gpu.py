@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -21,3 +22,26 @@ def test_bf16_lora_sft_qwen3_0_6b_shape_with_packing():
     row = [line for line in run.stdout.splitlines() if line.startswith("| 0.6b")][-1]
     tokens_per_s = float(row.split("|")[6])
     assert tokens_per_s > 1000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm")
+def test_vllm_engine_greedy_matches_the_hf_engine(tmp_path):
+    from transformers import AutoTokenizer
+
+    from alignlab.config import load_config
+    from alignlab.infer.engine import SamplingParams, build_engine
+    from tests.conftest import TINY, tiny_model
+
+    tiny_model(seed=3, init_range=0.3).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(tmp_path)
+    params = SamplingParams(max_new_tokens=16, do_sample=False)
+    answers = {}
+    for backend in ("huggingface", "vllm"):
+        cfg = load_config([f"model_name_or_path={tmp_path}", "template=qwen3_nothink", f"infer_backend={backend}",
+                           "infer_dtype=float32", "vllm_maxlen=1024", "vllm_gpu_util=0.3"])
+        loaded, engine = build_engine(cfg)
+        prompts = [loaded.template.encode_prompt(loaded.tokenizer, [{"role": "user", "content": q}])
+                   for q in ("孩子身高 95 cm，买童装选多大码？", "Which size fits a child of 104 cm?")]
+        answers[backend] = [r["text"] for r in engine.generate(prompts, params)]
+        engine.close()
+    assert answers["vllm"] == answers["huggingface"]

@@ -72,11 +72,12 @@ def chat_loop(session: ChatSession, read: Callable[[str], str] = input, out=sys.
 
 
 def run_chat(cfg) -> None:
+    from ..config import ConfigError
     from .engine import build_engine
 
     loaded, engine = build_engine(cfg)
     if not engine.can_generate:
-        raise ValueError("This is a reward model (it has a value head): it scores texts and cannot chat. "
+        raise ConfigError("This is a reward model (it has a value head): it scores texts and cannot chat. "
                          "Serve it with `alignlab api` and POST /v1/score/evaluation.")
     params = SamplingParams.from_generating_args(cfg.generating)
     try:

@@ -1,0 +1,98 @@
+"""`infer_backend: vllm`: the same submit/stream/generate interface as HFEngine over vLLM's
+AsyncLLMEngine (continuous batching, paged KV cache) on a CUDA GPU. LoRA adapters are served with
+vLLM's LoRA support; the prompt ids come from our template, so serving matches training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+from .engine import Event, HFEngine, SamplingParams
+
+
+class _Handle:
+    def __init__(self, engine: VllmEngine, request_id: str):
+        self.engine, self.request_id, self.finished = engine, request_id, False
+
+    def cancel(self) -> None:
+        if not self.finished:
+            asyncio.run_coroutine_threadsafe(self.engine.vllm.abort(self.request_id), self.engine.loop)
+
+
+class VllmEngine:
+    can_generate = True
+
+    def __init__(self, cfg, loaded):
+        try:
+            from vllm import AsyncEngineArgs, AsyncLLMEngine
+        except ImportError:
+            raise ValueError("`infer_backend: vllm` needs vLLM on a CUDA GPU: pip install vllm "
+                             "(or use `infer_backend: huggingface`).") from None
+        adapters = [a.strip() for a in (cfg.model.adapter_name_or_path or "").split(",") if a.strip()]
+        if len(adapters) > 1:
+            raise ValueError("vLLM serves one LoRA adapter; merge the others first with `alignlab export`.")
+        args = AsyncEngineArgs(model=cfg.model.model_name_or_path, trust_remote_code=cfg.model.trust_remote_code,
+                               dtype=cfg.model.infer_dtype, max_model_len=cfg.model.vllm_maxlen,
+                               gpu_memory_utilization=cfg.model.vllm_gpu_util,
+                               enforce_eager=cfg.model.vllm_enforce_eager, enable_lora=bool(adapters))
+        self.tokenizer, self.template = loaded.tokenizer, loaded.template
+        self.context_len = cfg.model.vllm_maxlen
+        self.max_batch = None
+        self.stats = {"active": 0, "queued": 0, "finished": 0, "cancelled": 0}
+        self.lora = None
+        if adapters:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("default", 1, adapters[0])
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="alignlab-vllm", daemon=True).start()
+        self.vllm = asyncio.run_coroutine_threadsafe(self._start(AsyncLLMEngine, args), self.loop).result()
+        self.stop_ids = loaded.template.stop_token_ids(loaded.tokenizer)
+
+    @staticmethod
+    async def _start(engine_class, args):
+        return engine_class.from_engine_args(args)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, on_event) -> _Handle:
+        from vllm import SamplingParams as VllmParams
+
+        sampling = VllmParams(
+            n=1, max_tokens=params.max_new_tokens, temperature=params.temperature if params.do_sample else 0.0,
+            top_p=params.top_p if params.do_sample else 1.0, top_k=params.top_k or -1,
+            repetition_penalty=params.repetition_penalty, stop=list(params.stop) or None,
+            stop_token_ids=self.stop_ids, seed=params.seed, skip_special_tokens=True)
+        handle = _Handle(self, uuid.uuid4().hex)
+
+        async def run():
+            self.stats["active"] += 1
+            sent, tokens = "", 0
+            try:
+                async for output in self.vllm.generate({"prompt_token_ids": prompt_ids}, sampling, handle.request_id,
+                                                       lora_request=self.lora):
+                    result = output.outputs[0]
+                    delta, sent, tokens = result.text[len(sent):], result.text, len(result.token_ids)
+                    if output.finished:
+                        reason = "length" if result.finish_reason == "length" else "stop"
+                        self.stats["finished"] += 1
+                        on_event(Event(delta, True, reason, tokens, len(prompt_ids)))
+                        return
+                    if delta:
+                        on_event(Event(delta, completion_tokens=tokens, prompt_tokens=len(prompt_ids)))
+                self.stats["cancelled"] += 1
+                on_event(Event("", True, "cancelled", tokens, len(prompt_ids)))
+            except Exception as e:  # noqa: BLE001 - report to the request, keep serving
+                on_event(Event("", True, "error", tokens, len(prompt_ids), f"{type(e).__name__}: {e}"))
+            finally:
+                handle.finished = True
+                self.stats["active"] -= 1
+
+        asyncio.run_coroutine_threadsafe(run(), self.loop)
+        return handle
+
+    stream = HFEngine.stream
+    generate = HFEngine.generate
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
