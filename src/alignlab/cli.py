@@ -10,6 +10,7 @@ commands:
   train          train a stage (pt, sft, rm, dpo, kto, ppo, grpo) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
   api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  export         merge adapters and write a servable folder: chat_template.jinja from the training template, Modelfile
   eval loadtest  HTTP load test of a chat-completions endpoint: req/s, tokens/s, latency percentiles
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
@@ -107,7 +108,7 @@ def _train(argv: list[str]) -> int:
 
 
 def _serve(command: str, argv: list[str]) -> int:
-    """`chat` and `api`: the model keys plus generating keys, no training arguments."""
+    """`chat`, `api` and `export`: the model keys plus generating keys, no training arguments."""
     from .config import help_text, load_config
 
     if "--help" in argv or "-h" in argv:
@@ -123,6 +124,10 @@ def _serve(command: str, argv: list[str]) -> int:
         from .infer.chat import run_chat
 
         run_chat(cfg)
+    elif command == "export":
+        from .export import run_export
+
+        print(f"Exported to {run_export(cfg)}")
     else:
         from .infer.api import run_api
 
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             return _data(rest)
         if command == "train":
             return _train(rest)
-        if command in ("chat", "api"):
+        if command in ("chat", "api", "export"):
             return _serve(command, rest)
         if command == "eval":
             return _eval(rest)

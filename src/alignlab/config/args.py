@@ -56,7 +56,7 @@ class ModelArguments:
     vllm_gpu_util: float = _key(0.7, "GPU memory share for the vLLM engine.")
     vllm_enforce_eager: bool = _key(False, "Disable CUDA graphs in vLLM.")
     export_dir: str | None = _key(None, "Folder to write the exported model to.")
-    export_size: int = _key(5, "Shard size of the exported model in GB.")
+    export_size: float = _key(5, "Shard size of the exported model in GB.")
     export_device: Literal["cpu", "auto"] = _key("cpu", "Device used to merge for export.")
     export_legacy_format: bool = _key(False, "Save .bin instead of .safetensors.")
     print_param_status: bool = _key(False, "Print every parameter's dtype and trainability.")
@@ -166,6 +166,10 @@ class FinetuningArguments:
     )
     rm_min_accuracy: float = _key(
         0.85, "rm (ours): held-out pair accuracy below which the reward model is reported not ready."
+    )
+    eval_metrics: str | None = _key(
+        None, "sft predict (ours): extra metrics besides BLEU/ROUGE/exact match, comma separated: "
+        "`classification` and/or `module:function` taking (predicts, labels) and returning a dict."
     )
     plot_loss: bool = _key(False, "Save loss curves as PNG in output_dir.")
     overwrite_output_dir: bool = _key(

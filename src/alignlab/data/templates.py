@@ -8,6 +8,7 @@ tokenizer's own Jinja chat template instead (see `JinjaTemplate`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -187,6 +188,97 @@ class Template:
         pairs = self.encode_multiturn(tokenizer, messages, system, tools)
         ids = [t for p, r in pairs for t in p + r]
         return tokenizer.decode(ids, skip_special_tokens=False)
+
+    # ---- export -------------------------------------------------------------------------
+    def _jinja_slot(self, tokenizer, slot: Slot, content: str) -> str:
+        """A slot as one Jinja expression; `content` is the Jinja expression of the message text."""
+        parts = []
+        for elem in slot:
+            if elem in (BOS, EOS):
+                text = (tokenizer.bos_token or "") if elem == BOS else tokenizer.eos_token
+                parts.append(json.dumps(text, ensure_ascii=False))
+                continue
+            pieces = elem.split("{{content}}")
+            for k, piece in enumerate(pieces):
+                if piece:
+                    parts.append(json.dumps(piece, ensure_ascii=False))
+                if k < len(pieces) - 1:
+                    parts.append(content)
+        return "{{- " + (" ~ ".join(parts) or '""') + " }}"
+
+    def to_jinja(self, tokenizer) -> str:
+        """A Hugging Face chat template rendering exactly what `encode_multiturn`/`encode_prompt`
+        produce (system, user, assistant and tool turns; thoughts as the reasoning rules say).
+        Tool definitions and tool calls are refused: their text formats live in Python."""
+        open_, close = self.thought_words
+        empty_thought = json.dumps(open_ + close, ensure_ascii=False)
+        lines = [
+            "{%- if tools %}{{ raise_exception('This exported template does not render tools; serve the model "
+            "with `alignlab api` for function calling.') }}{% endif %}",
+            f"{{%- set default_system = {json.dumps(self.default_system, ensure_ascii=False)} %}}",
+            f"{{%- set thinking = enable_thinking if enable_thinking is defined else "
+            f"{'true' if self.enable_thinking else 'false'} %}}",
+            "{%- if messages and messages[0]['role'] == 'system' %}",
+            "{%- set system_message = messages[0]['content'] or default_system %}"
+            "{%- set loop_messages = messages[1:] %}",
+            "{%- else %}{%- set system_message = default_system %}{%- set loop_messages = messages %}{%- endif %}",
+            self._jinja_slot(tokenizer, self.prefix, '""'),
+        ]
+        if self.fuse_system:
+            system_text = self._jinja_slot(tokenizer, self.system, "system_message")[4:-3]
+            lines.append(f"{{%- set fused = ({system_text}) if system_message else '' %}}")
+        else:
+            lines.append("{%- set fused = '' %}")
+            lines.append("{%- if system_message %}" + self._jinja_slot(tokenizer, self.system, "system_message")
+                         + "{%- endif %}")
+        lines += [
+            "{%- for message in loop_messages %}",
+            "{%- set content = message['content'] or '' %}",
+            "{%- if message['role'] == 'user' %}",
+            "{%- set content = (fused if loop.first else '') ~ content %}",
+            self._jinja_slot(tokenizer, self.user, "content"),
+            "{%- elif message['role'] == 'assistant' %}",
+            "{%- if message.get('tool_calls') %}{{ raise_exception('Tool calls are not rendered by this "
+            "exported template; serve the model with `alignlab api`.') }}{%- endif %}",
+        ]
+        if self.reasoning:
+            marks = [json.dumps(w.strip(), ensure_ascii=False) for w in self.thought_words]
+            lines += [
+                f"{{%- if (not loop.last or not thinking) and {marks[1]} in content %}}"
+                f"{{%- set content = content.split({marks[1]})[-1].lstrip('\n') %}}{{%- endif %}}",
+                f"{{%- if {marks[0]} not in content and {marks[1]} not in content %}}"
+                f"{{%- set content = {empty_thought} ~ content %}}{{%- endif %}}",
+            ]
+        lines += [
+            self._jinja_slot(tokenizer, self.assistant, "content"),
+            "{%- elif message['role'] == 'tool' %}",
+            self._jinja_slot(tokenizer, self.observation or self.user, "content"),
+            "{%- else %}{{ raise_exception('Unexpected role ' ~ message['role']) }}",
+            "{%- endif %}",
+            "{%- endfor %}",
+        ]
+        if self.reasoning:
+            lines.append("{%- if add_generation_prompt and not thinking %}{{- " + empty_thought + " }}{%- endif %}")
+        if self.efficient_eos:
+            lines.append("{%- if loop_messages and loop_messages[-1]['role'] == 'assistant' %}{{- "
+                         + json.dumps(tokenizer.eos_token) + " }}{%- endif %}")
+        return "\n".join(lines)
+
+    def to_ollama(self, tokenizer) -> str:
+        """An Ollama Modelfile (FROM the export folder) with this template's slots and stop words."""
+        def go(slot: Slot, content: str) -> str:
+            return self._text(tokenizer, self._fill(slot, content))
+
+        template = ("{{ if .System }}" + go(self.system, "{{ .System }}") + "{{ end }}{{ range .Messages }}"
+                    '{{ if eq .Role "user" }}' + go(self.user, "{{ .Content }}")
+                    + '{{ else if eq .Role "assistant" }}' + go(self.assistant, "{{ .Content }}") + "{{ end }}{{ end }}")
+        lines = ["FROM .", "", f'TEMPLATE """{go(self.prefix, "")}{template}"""', ""]
+        if self.default_system:
+            lines += [f'SYSTEM """{self.default_system}"""', ""]
+        for word in dict.fromkeys([tokenizer.eos_token, *self.stop_words]):
+            lines.append(f'PARAMETER stop "{word}"')
+        lines.append("PARAMETER num_ctx 4096")
+        return "\n".join(lines) + "\n"
 
 
 class JinjaTemplate:

@@ -91,6 +91,13 @@ def run_train(cfg) -> RunResult:
     template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
                             enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
     # online stages (ppo, grpo) keep their own checkpoint format and resume logic
+    predict = stage == "sft" and training.do_predict
+    if predict and not training.predict_with_generate:
+        from ..config import ConfigError
+
+        raise ConfigError("`do_predict` for stage sft generates answers: set `predict_with_generate: true`.")
+    if predict and not training.do_train:
+        return _predict_only(cfg)
     resume = resume_checkpoint(cfg) if stage not in ("ppo", "grpo") else None
     if training.process_index == 0:
         write_run_config(cfg, cfg.data.template)
@@ -102,4 +109,19 @@ def run_train(cfg) -> RunResult:
     from . import dpo, grpo, kto, ppo, pt, rm, sft
 
     module = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "kto": kto, "ppo": ppo, "grpo": grpo}[stage]
-    return RunResult(*module.run(cfg, tokenizer, template, data, resume))
+    result = RunResult(*module.run(cfg, tokenizer, template, data, resume))
+    if predict and training.process_index == 0:
+        from ..eval.predict import run_predict
+
+        result.metrics.update(run_predict(cfg, result.model, tokenizer, template))
+    return result
+
+
+def _predict_only(cfg) -> RunResult:
+    """`do_predict` without `do_train`: the model (+ adapters) as it is, with the template it was
+    trained with unless `template` is given, answering the eval data."""
+    from ..eval.predict import run_predict
+    from ..infer.engine import load_inference_model
+
+    loaded = load_inference_model(cfg)
+    return RunResult(run_predict(cfg, loaded.model, loaded.tokenizer, loaded.template), loaded.model)
