@@ -134,6 +134,22 @@ def write_json(path: Path, rows: list[dict]) -> None:
     path.write_text("[\n" + body + "\n]\n", encoding="utf-8")
 
 
+def write_mcq(folder: Path, files: dict[str, list[list[str]]]) -> None:
+    import csv
+    import io
+
+    for name, rows in files.items():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["question", "A", "B", "C", "D", "answer"])
+        writer.writerows(rows)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(buffer.getvalue(), encoding="utf-8")
+    mapping = {"size_zh": {"name": "儿童尺码", "category": "Chinese"},
+               "size_en": {"name": "kids' clothing sizes", "category": "English"}}
+    (folder / "mapping.json").write_text(json.dumps(mapping, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
 def build_data(out: Path) -> list[str]:
     rng = random.Random(SEED)
     # held-out prompts first; no training prompt may equal one of them
@@ -193,7 +209,21 @@ def build_data(out: Path) -> list[str]:
         p, h, zh = fresh_prompt()
         rl.append({"instruction": p, "input": "", "label": str(correct_size(h))})
 
+    # a multiple-choice task in the MMLU/C-Eval file layout for `alignlab eval`; drawn after demo_rl
+    mcq = {}
+    for subject, zh in (("size_zh", True), ("size_en", False)):
+        for split, count in (("dev", 5), ("test", 60)):
+            rows = []
+            for _ in range(count):
+                h = rng.choice(HEIGHTS)
+                p = make_prompt(rng, h, zh)
+                options = [correct_size(h)] + rng.sample([s for s in SIZES if s != correct_size(h)], 3)
+                rng.shuffle(options)
+                rows.append([p, *(str(o) for o in options), "ABCD"[options.index(correct_size(h))]])
+            mcq[f"{split}/{subject}_{split}.csv"] = rows
+
     out.mkdir(parents=True, exist_ok=True)
+    write_mcq(out / "eval" / "size_advisor", mcq)
     write_json(out / "demo_rl.json", rl)
     write_json(out / "demo_sft.json", sft)
     write_json(out / "demo_pref.json", pref)

@@ -11,6 +11,7 @@ commands:
   chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
   api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
   export         merge adapters and write a servable folder: chat_template.jinja from the training template, Modelfile
+  eval           multiple-choice benchmark (MMLU/C-Eval/CMMLU layout): per-subject and average accuracy
   eval loadtest  HTTP load test of a chat-completions endpoint: req/s, tokens/s, latency percentiles
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
   data validate  check every row of the datasets; --all for every registry entry
@@ -136,12 +137,23 @@ def _serve(command: str, argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
+    """`alignlab eval CFG` (multiple-choice benchmark) or `alignlab eval loadtest ...`."""
     if argv and argv[0] == "loadtest":
         from .eval.loadtest import main as loadtest
 
         return loadtest(argv[1:])
-    print("usage: alignlab eval loadtest --url URL --concurrency 1,4,16 --requests N", file=sys.stderr)
-    return 2
+    from .config import help_text, load_config
+
+    if not argv or "--help" in argv or "-h" in argv:
+        print("alignlab eval CONFIG.yaml [key=value ...]   multiple-choice benchmark (task, task_dir, n_shot, lang)\n"
+              "alignlab eval loadtest --url URL --concurrency 1,4,16 --requests N\n" + help_text(with_training=False))
+        return 0 if argv else 2
+    from .eval.mcq import format_results, run_eval
+
+    results = run_eval(load_config(argv))
+    print(format_results(results))
+    print(f"results: {results['results_file']}")
+    return 0
 
 
 def _setup_logging() -> None:
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     from .config import ConfigError
     from .data import DataError, TemplateError
+    from .eval.mcq import TaskError
     from .model.loader import ModelError
     from .train.online import NonFiniteError
     from .train.trainer import NonFiniteLossError
@@ -184,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(command, rest)
         if command == "eval":
             return _eval(rest)
-    except (ConfigError, DataError, TemplateError, ModelError, NonFiniteLossError, NonFiniteError,
+    except (ConfigError, DataError, TemplateError, TaskError, ModelError, NonFiniteLossError, NonFiniteError,
             NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1

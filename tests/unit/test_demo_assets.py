@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT, TINY, tiny_model
+from tests.conftest import ROOT, tiny_model
 
 DATA = ROOT / "data"
 SIZE_RE = re.compile(r"(?:建议选 |size )(\d+)")
@@ -29,12 +29,25 @@ def load(name):
 def test_build_script_reproduces_committed_files_byte_for_byte(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_demo_assets.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    committed = sorted(p.relative_to(ROOT) for p in list(DATA.iterdir()) + list(TINY.iterdir()))
-    rebuilt = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").iterdir()) + \
-        sorted(p.relative_to(tmp_path) for p in (tmp_path / "examples/models/tiny-qwen3").iterdir())
+    def files(root, folder):
+        return [p.relative_to(root) for p in (root / folder).rglob("*") if p.is_file()]
+
+    committed = sorted(files(ROOT, "data") + files(ROOT, "examples/models/tiny-qwen3"))
+    rebuilt = files(tmp_path, "data") + files(tmp_path, "examples/models/tiny-qwen3")
     assert sorted(rebuilt) == committed
     for rel in committed:
         assert (tmp_path / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
+
+
+def test_mcq_task_answers_follow_the_size_rule():
+    import csv
+
+    for path in sorted((DATA / "eval" / "size_advisor").rglob("*.csv")):
+        rows = list(csv.DictReader(path.open(encoding="utf-8")))
+        assert rows and all(len({r[c] for c in "ABCD"}) == 4 for r in rows)
+        for r in rows:
+            height = int(re.search(r"(\d+)\s*(?:厘米|cm)", r["question"]).group(1))
+            assert int(r[r["answer"]]) == rule(height), (path.name, r)
 
 
 def test_sft_style_mix_and_size_rule():

@@ -194,4 +194,23 @@ class GeneratingArguments:
     skip_special_tokens: bool = _key(True, "Drop special tokens when decoding.")
 
 
-GROUPS = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments)
+@dataclass
+class EvaluationArguments:
+    task: str | None = _key(None, "eval: benchmark folder under task_dir, with the split after `_` (e.g. mmlu_test).")
+    task_dir: str = _key("evaluation", "eval: folder holding the benchmark folders.")
+    batch_size: int = _key(4, "eval: prompts scored per forward pass.")
+    lang: Literal["en", "zh"] = _key("en", "eval: language of the prompt wording.")
+    n_shot: int = _key(5, "eval: worked examples from the dev split before each question.")
+    save_dir: str | None = _key(None, "eval: folder for results.json (default saves/eval/<task>).")
+    compare_models: str | None = _key(
+        None, "compare (ours): models to compare, comma separated `name=model[+adapter...]`; "
+        "`name=+adapter` puts an adapter on model_name_or_path."
+    )
+    compare_dir: str = _key("saves/compare", "compare (ours): folder for report.md, report.html and results.json.")
+    judge_api_base: str | None = _key(
+        None, "compare (ours): OpenAI-compatible base URL of an LLM judge (key in env JUDGE_API_KEY)."
+    )
+    judge_model: str = _key("gpt-4o-mini", "compare (ours): the judge's model name.")
+
+
+GROUPS = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments, EvaluationArguments)

@@ -18,7 +18,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .args import GROUPS, DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+from .args import (
+    GROUPS,
+    DataArguments,
+    EvaluationArguments,
+    FinetuningArguments,
+    GeneratingArguments,
+    ModelArguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ class Config:
     data: DataArguments
     finetuning: FinetuningArguments
     generating: GeneratingArguments
+    evaluation: EvaluationArguments
     training: Any | None  # transformers.Seq2SeqTrainingArguments, built only for `train`
     resolved: dict[str, Any]  # every key the user set, after overrides, typed
 
@@ -319,6 +327,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         data=groups[DataArguments],
         finetuning=groups[FinetuningArguments],
         generating=groups[GeneratingArguments],
+        evaluation=groups[EvaluationArguments],
         training=training,
         resolved=typed,
     )
