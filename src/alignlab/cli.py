@@ -10,6 +10,7 @@ commands:
   train          train a stage (pt, sft, rm, dpo, kto, ppo, grpo) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
   api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  compare        the same prompts to several models: metrics, reward, judge win rate, report.md + report.html
   export         merge adapters and write a servable folder: chat_template.jinja from the training template, Modelfile
   eval           multiple-choice benchmark (MMLU/C-Eval/CMMLU layout): per-subject and average accuracy
   eval loadtest  HTTP load test of a chat-completions endpoint: req/s, tokens/s, latency percentiles
@@ -156,6 +157,19 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _compare(argv: list[str]) -> int:
+    from .config import help_text
+
+    if not argv or "--help" in argv or "-h" in argv:
+        print("alignlab compare CONFIG.yaml [key=value ...]   (compare_models, eval_dataset, reward_model, "
+              "judge_api_base, compare_dir)\n" + help_text(with_training=False))
+        return 0 if argv else 2
+    from .eval.compare import run_compare
+
+    print(f"report: {run_compare(argv)}")
+    return 0
+
+
 def _setup_logging() -> None:
     import logging
 
@@ -197,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(command, rest)
         if command == "eval":
             return _eval(rest)
+        if command == "compare":
+            return _compare(rest)
     except (ConfigError, DataError, TemplateError, TaskError, ModelError, NonFiniteLossError, NonFiniteError,
             NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)

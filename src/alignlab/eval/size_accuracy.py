@@ -18,3 +18,13 @@ def size_accuracy(answers: list[list[str]], labels: list[str]) -> float:
     total = sum(len(a) for a in answers)
     correct = sum(extract_size(text) == label for group, label in zip(answers, labels) for text in group)
     return correct / total if total else 0.0
+
+
+def size_metrics(predicts: list[str], labels: list[str]) -> dict:
+    """`eval_metrics: alignlab.eval.size_accuracy:size_metrics`: classification metrics over the
+    recommended sizes (labels may be reference answers or bare sizes)."""
+    from .metrics import classification_metrics
+
+    gold = [label if label.strip().isdigit() else (extract_size(label) or "(none)") for label in labels]
+    found = [extract_size(p) or "(none)" for p in predicts]
+    return {f"size_{k}": v for k, v in classification_metrics(found, gold).items()}
