@@ -10,9 +10,9 @@ install: $(STAMP)
 
 # Headless Chromium (Debian's package) for the HTML report test; skipped where it cannot be installed.
 browser:
-	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
-		{ apt-get install -y -q chromium >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
+	@command -v chromium >/dev/null 2>&1 && fc-list | grep -qi wqy || ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1; }; } || \
 		echo "chromium could not be installed: the browser test will be skipped"
 
 $(STAMP): pyproject.toml

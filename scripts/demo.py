@@ -4,7 +4,8 @@ Each stage of examples/demo/ (sft, rm, dpo, ppo, grpo) is trained with `alignlab
 saves/demo/<stage>/ (a finished stage is reused unless DEMO_FRESH=1). The reward model reports its
 held-out pair accuracy; each policy answers the held-out demo_prompts and the script prints the size
 accuracy of sampled answers (temperature 1, several per prompt), the greedy size accuracy, and a few
-prompts with their answers.
+prompts with their answers; then `alignlab compare examples/compare/demo.yaml` writes the side-by-side
+report saves/demo/report.html (answers of every stage, size classification metrics, reward scores).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def train(stage: str, fresh: bool) -> Path:
 
 def evaluate(stage: str, out: Path) -> dict:
     from alignlab.eval.generate import generate_batched, load_for_inference
-    from alignlab.eval.size_accuracy import extract_size, size_accuracy
+    from alignlab.eval.size_accuracy import extract_size, size_accuracy, size_metrics
 
     adapter = str(out) if (out / "adapter_config.json").is_file() else None
     model, tokenizer, template = load_for_inference(str(out), adapter=adapter)
@@ -51,8 +52,11 @@ def evaluate(stage: str, out: Path) -> dict:
                                top_p=1.0, top_k=0, max_new_tokens=96)
     greedy = generate_batched(model, tokenizer, template, prompts, batch_size=60, desc=f"{stage}: greedy",
                               do_sample=False, max_new_tokens=96)
+    classes = size_metrics([a for group in sampled for a in group],
+                           [label for label in labels for _ in range(SAMPLES_PER_PROMPT)])
     result = {"stage": stage, "prompts": len(rows), "samples_per_prompt": SAMPLES_PER_PROMPT,
               "sampled_size_accuracy": size_accuracy(sampled, labels),
+              "sampled_size_classification": classes,
               "greedy_size_accuracy": size_accuracy(greedy, labels),
               "examples": [{"prompt": rows[i]["instruction"], "label": labels[i], "greedy": greedy[i][0],
                             "recommended": extract_size(greedy[i][0])} for i in range(SHOWN)]}
@@ -85,11 +89,19 @@ def main() -> int:
         for ex in r["examples"]:
             print(f"  Q: {ex['prompt']}\n  A: {ex['greedy']}\n     (recommends {ex['recommended']}, "
                   f"correct {ex['label']})")
-    print(f"\nstage  sampled size accuracy (T=1, {SAMPLES_PER_PROMPT} per prompt)  greedy size accuracy")
+    print(f"\nsampled answers: T=1, {SAMPLES_PER_PROMPT} per prompt; sizes as classes (macro P/R/F1, "
+          "an answer naming no size counts as wrong)")
+    print(f"{'stage':<6} {'sampled acc':>11} {'precision':>10} {'recall':>7} {'F1':>6} {'greedy acc':>11}")
     for r in results:
-        print(f"{r['stage']:<6} {r['sampled_size_accuracy']:>8.3f}{'':<34}{r['greedy_size_accuracy']:.3f}")
+        c = r["sampled_size_classification"]
+        print(f"{r['stage']:<6} {r['sampled_size_accuracy']:>11.3f} {c['size_precision_macro']:>10.3f} "
+              f"{c['size_recall_macro']:>7.3f} {c['size_f1_macro']:>6.3f} {r['greedy_size_accuracy']:>11.3f}")
     if reward:
         print(f"reward model held-out pair accuracy: {reward['eval_accuracy']:.3f}")
+    print("\n== compare: alignlab compare examples/compare/demo.yaml", flush=True)
+    subprocess.run([str(Path(sys.executable).parent / "alignlab"), "compare", "examples/compare/demo.yaml",
+                    f"compare_dir={ROOT / 'saves' / 'demo'}"], cwd=ROOT, check=True)
+    print(f"side-by-side report: {ROOT / 'saves' / 'demo' / 'report.html'}")
     print(f"\ndemo finished in {time.time() - start:.0f}s; runs under saves/demo/")
     return 0
 
