@@ -10,29 +10,16 @@ import torch
 
 
 def load_for_inference(model_dir: str, adapter: str | None = None):
-    """Model, tokenizer and template of a run directory (template read from run_config.yaml)."""
-    from pathlib import Path
-
-    import yaml
-
+    """Model, tokenizer and template of a run directory (the template its run_config.yaml names)."""
     from ..config import load_config
-    from ..data import get_template
-    from ..model import load_tokenizer
-    from ..model.adapter import init_adapter
-    from ..model.loader import load_model
+    from ..infer.engine import _run_settings, load_inference_model
 
-    run_config = Path(adapter or model_dir) / "run_config.yaml"
-    saved = yaml.safe_load(run_config.read_text()) if run_config.is_file() else {}
-    base = saved.get("model_name_or_path", model_dir) if adapter else model_dir
-    args = [f"model_name_or_path={base}", f"finetuning_type={'lora' if adapter else 'full'}"]
+    base = model_dir
     if adapter:
-        args.append(f"adapter_name_or_path={adapter}")
-    cfg = load_config(args)
-    tokenizer = load_tokenizer(cfg.model)
-    template = get_template(saved.get("template"), tokenizer, default_system=saved.get("default_system"),
-                            enable_thinking=saved.get("enable_thinking", True))
-    model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False)
-    return model.eval(), tokenizer, template
+        base = _run_settings(load_config([f"model_name_or_path={adapter}"]).model).get("model_name_or_path", model_dir)
+    args = [f"model_name_or_path={base}"] + ([f"adapter_name_or_path={adapter}"] if adapter else [])
+    loaded = load_inference_model(load_config(args))
+    return loaded.model, loaded.tokenizer, loaded.template
 
 
 @torch.inference_mode()
