@@ -53,6 +53,15 @@ def test_full_sft_cli_lowers_loss_changes_every_parameter_and_writes_the_run(bas
         assert (out / name).exists(), name
     assert "eval_accuracy" in (out / "all_results.json").read_text()
     assert "template: qwen3_nothink" in (out / "run_config.yaml").read_text()
+    from transformers import AutoTokenizer
+
+    from alignlab.data import get_template
+    from tests.conftest import TINY
+
+    saved, fresh = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(TINY)
+    question = [{"role": "user", "content": "孩子 95 cm？"}]
+    assert list(saved.apply_chat_template(question, tokenize=True, add_generation_prompt=True, return_dict=False)) \
+        == get_template("qwen3_nothink", fresh).encode_prompt(fresh, question)  # the run serves as it trained
     before, after = load_file(base_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     assert set(before) == set(after)
     unchanged = [k for k in before if torch.equal(before[k], after[k])]

@@ -90,6 +90,8 @@ def run_train(cfg) -> RunResult:
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
                             enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
+    if hasattr(template, "to_jinja"):  # every saved tokenizer renders what training sees
+        tokenizer.chat_template = template.to_jinja(tokenizer)
     # online stages (ppo, grpo) keep their own checkpoint format and resume logic
     predict = stage == "sft" and training.do_predict
     if predict and not training.predict_with_generate:
