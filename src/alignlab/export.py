@@ -29,7 +29,8 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def run_export(cfg) -> Path:
     """Write the export folder; return its path."""
-    from .infer.engine import _run_settings, load_inference_model
+    from .infer.engine import load_inference_model, training_settings
+    from .model.adapter import adapter_paths
     from .model.value_head import HEAD_FILE
 
     model_args = cfg.model
@@ -53,7 +54,7 @@ def run_export(cfg) -> Path:
     model = model.to(dtype)
     model.save_pretrained(out, max_shard_size=int(model_args.export_size * 10**9),
                           safe_serialization=not model_args.export_legacy_format)
-    adapters = [a.strip() for a in (model_args.adapter_name_or_path or "").split(",") if a.strip()]
+    adapters = adapter_paths(model_args)
     head_dir = Path(adapters[-1] if adapters else model_args.model_name_or_path)
     if loaded.reward_model is not None:
         shutil.copyfile(head_dir / HEAD_FILE, out / HEAD_FILE)
@@ -65,7 +66,7 @@ def run_export(cfg) -> Path:
         logger.warning("No built-in template: the tokenizer's own chat template is exported unchanged "
                        "and no Ollama Modelfile is written.")
     tokenizer.save_pretrained(out)
-    settings = _run_settings(model_args)
+    settings = training_settings(model_args)
     carried = {k: settings[k] for k in ("stage", "template", "default_system", "enable_thinking", "tool_format",
                                         "cutoff_len") if k in settings}
     carried["template"] = getattr(template, "name", None) if hasattr(template, "to_jinja") else None

@@ -41,10 +41,9 @@ class ModelSpec:
 
 
 def _base_of(adapter: str) -> str:
-    import yaml
+    from ..infer.engine import run_settings
 
-    run_config = Path(adapter) / "run_config.yaml"
-    base = (yaml.safe_load(run_config.read_text()) or {}).get("model_name_or_path") if run_config.is_file() else None
+    base = (run_settings(adapter) or {}).get("model_name_or_path")
     if not base:
         raise ConfigError(f"{adapter} is a LoRA adapter without a run_config.yaml naming its base: write "
                           f"`name=BASE+{adapter}`.")

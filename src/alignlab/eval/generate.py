@@ -12,11 +12,9 @@ import torch
 def load_for_inference(model_dir: str, adapter: str | None = None):
     """Model, tokenizer and template of a run directory (the template its run_config.yaml names)."""
     from ..config import load_config
-    from ..infer.engine import _run_settings, load_inference_model
+    from ..infer.engine import load_inference_model, run_settings
 
-    base = model_dir
-    if adapter:
-        base = _run_settings(load_config([f"model_name_or_path={adapter}"]).model).get("model_name_or_path", model_dir)
+    base = (run_settings(adapter) or {}).get("model_name_or_path", model_dir) if adapter else model_dir
     args = [f"model_name_or_path={base}"] + ([f"adapter_name_or_path={adapter}"] if adapter else [])
     loaded = load_inference_model(load_config(args))
     return loaded.model, loaded.tokenizer, loaded.template

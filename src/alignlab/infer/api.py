@@ -127,8 +127,8 @@ def _error_body(message: str, kind: str = "invalid_request_error", param=None, c
 class _Server:
     """Request handling shared by the routes: limits, sampling params, running sequences."""
 
-    def __init__(self, engine, loaded, gen, model_name: str):
-        self.engine, self.loaded, self.gen, self.model_name = engine, loaded, gen, model_name
+    def __init__(self, engine, gen, model_name: str):
+        self.engine, self.gen, self.model_name = engine, gen, model_name
 
     def params(self, request: _Request, prompt_len: int, max_tokens: int | None) -> SamplingParams:
         context = self.engine.context_len
@@ -183,7 +183,7 @@ def create_app(engine, loaded, gen, model_name: str, api_key: str | None = None)
     from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title="alignlab API")
-    server = _Server(engine, loaded, gen, model_name)
+    server = _Server(engine, gen, model_name)
     tokenizer = loaded.tokenizer
 
     @app.exception_handler(APIError)

@@ -49,7 +49,6 @@ class Event:
     finished: bool = False
     finish_reason: str | None = None  # stop | length | cancelled | error
     completion_tokens: int = 0
-    prompt_tokens: int = 0
     error: str | None = None
 
 
@@ -310,12 +309,12 @@ class HFEngine:
         if reason:
             self._finish(seq, reason, delta)
         elif delta:
-            seq.on_event(Event(delta, completion_tokens=len(seq.token_ids), prompt_tokens=len(seq.prompt_ids)))
+            seq.on_event(Event(delta, completion_tokens=len(seq.token_ids)))
 
     def _finish(self, seq: Sequence, reason: str, delta: str = "", error: str | None = None) -> None:
         seq.finished = True
         self.stats["finished" if reason != "cancelled" else "cancelled"] += 1
-        seq.on_event(Event(delta, True, reason, len(seq.token_ids), len(seq.prompt_ids), error))
+        seq.on_event(Event(delta, True, reason, len(seq.token_ids), error))
 
     def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
         """Per-row repetition penalty, temperature, top-k and top-p, then sampling or argmax."""
@@ -353,17 +352,24 @@ class LoadedModel:
     reward_model: object = None  # a ValueHeadModel when the run is a reward model
 
 
-def _run_settings(model_args) -> dict:
-    """The run_config.yaml saved with the newest adapter (or the model folder), if any."""
+def run_settings(folder) -> dict | None:
+    """The run_config.yaml a training run (or an export) left in `folder`; None when there is none."""
     from pathlib import Path
 
     import yaml
 
-    adapters = [a.strip() for a in (model_args.adapter_name_or_path or "").split(",") if a.strip()]
-    for folder in [*reversed(adapters), model_args.model_name_or_path]:
-        path = Path(folder) / "run_config.yaml"
-        if path.is_file():
-            return yaml.safe_load(path.read_text()) or {}
+    path = Path(folder) / "run_config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
+def training_settings(model_args) -> dict:
+    """The run settings saved with the newest adapter, else with the model folder, else {}."""
+    from ..model.adapter import adapter_paths
+
+    for folder in [*reversed(adapter_paths(model_args)), model_args.model_name_or_path]:
+        settings = run_settings(folder)
+        if settings is not None:
+            return settings
     return {}
 
 
@@ -375,12 +381,12 @@ def load_inference_model(cfg) -> LoadedModel:
 
     from ..data import get_template
     from ..model import load_tokenizer
-    from ..model.adapter import init_adapter
+    from ..model.adapter import adapter_paths, init_adapter
     from ..model.loader import load_model
     from ..model.value_head import HEAD_FILE, ValueHeadModel
 
     logger = logging.getLogger(__name__)
-    saved = _run_settings(cfg.model)
+    saved = training_settings(cfg.model)
     name = cfg.data.template if "template" in cfg.resolved else saved.get("template")
     if "template" in cfg.resolved and saved.get("template") and saved["template"] != name:
         logger.warning("Serving with template %r, but the model was trained with %r: answers may be garbage. "
@@ -391,7 +397,7 @@ def load_inference_model(cfg) -> LoadedModel:
                             enable_thinking=True if pick["enable_thinking"] is None else pick["enable_thinking"],
                             tool_format=pick["tool_format"])
     model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False).eval()
-    adapters = [a.strip() for a in (cfg.model.adapter_name_or_path or "").split(",") if a.strip()]
+    adapters = adapter_paths(cfg.model)
     last = Path(adapters[-1] if adapters else cfg.model.model_name_or_path)
     reward_model = None
     if (last / HEAD_FILE).is_file():

@@ -30,7 +30,9 @@ class VllmEngine:
         except ImportError:
             raise ValueError("`infer_backend: vllm` needs vLLM on a CUDA GPU: pip install vllm "
                              "(or use `infer_backend: huggingface`).") from None
-        adapters = [a.strip() for a in (cfg.model.adapter_name_or_path or "").split(",") if a.strip()]
+        from ..model.adapter import adapter_paths
+
+        adapters = adapter_paths(cfg.model)
         if len(adapters) > 1:
             raise ValueError("vLLM serves one LoRA adapter; merge the others first with `alignlab export`.")
         args = AsyncEngineArgs(model=cfg.model.model_name_or_path, trust_remote_code=cfg.model.trust_remote_code,
@@ -76,14 +78,14 @@ class VllmEngine:
                     if output.finished:
                         reason = "length" if result.finish_reason == "length" else "stop"
                         self.stats["finished"] += 1
-                        on_event(Event(delta, True, reason, tokens, len(prompt_ids)))
+                        on_event(Event(delta, True, reason, tokens))
                         return
                     if delta:
-                        on_event(Event(delta, completion_tokens=tokens, prompt_tokens=len(prompt_ids)))
+                        on_event(Event(delta, completion_tokens=tokens))
                 self.stats["cancelled"] += 1
-                on_event(Event("", True, "cancelled", tokens, len(prompt_ids)))
+                on_event(Event("", True, "cancelled", tokens))
             except Exception as e:  # noqa: BLE001 - report to the request, keep serving
-                on_event(Event("", True, "error", tokens, len(prompt_ids), f"{type(e).__name__}: {e}"))
+                on_event(Event("", True, "error", tokens, f"{type(e).__name__}: {e}"))
             finally:
                 handle.finished = True
                 self.stats["active"] -= 1

@@ -16,6 +16,11 @@ def _names(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def adapter_paths(model_args) -> list[str]:
+    """The folders of `adapter_name_or_path`, in stacking order."""
+    return _names(model_args.adapter_name_or_path)
+
+
 def all_linear_modules(model) -> list[str]:
     """Names (last component) of every linear layer except the output head."""
     output = model.get_output_embeddings()
@@ -55,7 +60,7 @@ def _setup_freeze(model, args) -> None:
 def _setup_lora(model, model_args, args, is_trainable: bool):
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
-    adapters = _names(model_args.adapter_name_or_path)
+    adapters = adapter_paths(model_args)
     resume_last = is_trainable and adapters and not args.create_new_adapter
     to_merge = adapters[:-1] if resume_last else adapters
     for path in to_merge:
