@@ -100,6 +100,9 @@ class MetricTrainer(AlignTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._stored: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+        # These losses are means over the micro-batch, not sums over `num_items_in_batch`: the Trainer
+        # must divide them by the accumulation steps (it skips that for models taking loss kwargs).
+        self.model_accepts_loss_kwargs = False
 
     def store_metrics(self, metrics: dict, weight: int) -> None:
         split = self._stored["train" if self.model.training else "eval"]
