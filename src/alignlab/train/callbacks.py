@@ -37,7 +37,8 @@ class LogCallback(TrainerCallback):
         self.start_time, self.start_step = time.time(), state.global_step
         if not state.is_world_process_zero:
             return
-        kept = [e for e in read_log(str(self.path.parent)) if e.get("current_steps", 0) <= state.global_step]
+        kept = [e for e in read_log(str(self.path.parent))
+                if e.get("current_steps", 0) <= state.global_step and "train_runtime" not in e]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("".join(json.dumps(e) + "\n" for e in kept) if state.global_step else "")
 
@@ -58,5 +59,6 @@ class LogCallback(TrainerCallback):
             "remaining_time": _hms(remaining),
         }
         entry.update({k: v for k, v in logs.items() if k not in ("loss", "learning_rate", "epoch")})
+        entry = {k: v for k, v in entry.items() if v is not None}  # as LLaMA-Factory: no key without a value
         with self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")

@@ -174,6 +174,7 @@ class OnlineRun:
                  "percentage": round(100 * self.step / self.max_steps, 2), "elapsed_time": _hms(elapsed),
                  "remaining_time": _hms(elapsed / done * (self.max_steps - self.step))}
         entry.update({k: round(float(v), 6) for k, v in metrics.items()})
+        entry = {k: v for k, v in entry.items() if v is not None}
         with (self.out / LOG_NAME).open("a") as f:
             f.write(json.dumps(entry) + "\n")
         shown = {k: entry[k] for k in ("reward", "kl", "loss") if entry.get(k) is not None}

@@ -14,17 +14,75 @@ from pathlib import Path
 
 import yaml
 
+from ..config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo", "grpo")
 
 
+# What makes a run folder's checkpoints usable by another invocation: the same stage, model, method,
+# data and template. Training length may change (more epochs continue from the last checkpoint).
+IDENTITY_KEYS = ("stage", "model_name_or_path", "adapter_name_or_path", "finetuning_type", "lora_rank",
+                 "lora_target", "use_dora", "dataset", "template")
+LENGTH_KEYS = ("num_train_epochs", "max_steps")
+
+
+def run_identity(cfg) -> dict:
+    """The identity and length settings of a run, as recorded in its run_config.yaml."""
+    m, d, f, t = cfg.model, cfg.data, cfg.finetuning, cfg.training
+    values = {"stage": f.stage, "model_name_or_path": m.model_name_or_path,
+              "adapter_name_or_path": m.adapter_name_or_path, "finetuning_type": f.finetuning_type,
+              "dataset": d.dataset, "template": d.template,
+              "num_train_epochs": float(t.num_train_epochs), "max_steps": int(t.max_steps)}
+    if f.finetuning_type == "lora":
+        values.update(lora_rank=f.lora_rank, lora_target=f.lora_target, use_dora=f.use_dora)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def _same(key: str, old, new) -> bool:
+    if key in ("model_name_or_path", "adapter_name_or_path") and old and new:
+        norm = lambda v: ",".join(os.path.realpath(p.strip()) if os.path.exists(p.strip()) else p.strip()
+                                  for p in str(v).split(","))
+        return norm(old) == norm(new)
+    return old == new
+
+
+def check_run_folder(cfg) -> bool:
+    """Refuse to mix runs in one output_dir; return True when it already holds this run, finished.
+
+    A folder with checkpoints or a finished model may only be continued by the same run (same
+    IDENTITY_KEYS); `overwrite_output_dir: true` or a new folder are the ways out."""
+    out = Path(cfg.training.output_dir)
+    if cfg.finetuning.overwrite_output_dir or not (out / "run_config.yaml").is_file():
+        return False
+    try:
+        previous = yaml.safe_load((out / "run_config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        previous = {}
+    results = out / "all_results.json"
+    try:
+        finished = "train_runtime" in (saved := json.loads(results.read_text())) or "train_steps" in saved
+    except (OSError, ValueError):
+        finished = False
+    if not finished and not any(out.glob("checkpoint-*")):
+        return False  # nothing another run could lose
+    current = run_identity(cfg)
+    differing = [k for k in IDENTITY_KEYS if k in previous and not _same(k, previous[k], current.get(k))]
+    if differing:
+        changes = "; ".join(f"{k}: {previous[k]!r} there, {current.get(k)!r} now" for k in differing)
+        raise ConfigError(
+            f"output_dir {out} holds another run ({changes}). Set `overwrite_output_dir: true` to replace it, "
+            "or choose a new `output_dir`.")
+    return finished and all(previous.get(k, current[k]) == current[k] for k in LENGTH_KEYS)
+
+
 def write_run_config(cfg, template_name: str | None) -> None:
     """`run_config.yaml`: the resolved config with the template, written atomically."""
     resolved = {k: v.value if isinstance(v, enum.Enum) else v for k, v in cfg.resolved.items()}
-    resolved.update({"stage": cfg.finetuning.stage, "template": template_name,
-                     "finetuning_type": cfg.finetuning.finetuning_type,
-                     "cutoff_len": cfg.data.cutoff_len, "enable_thinking": cfg.data.enable_thinking})
+    resolved.update(run_identity(cfg))
+    resolved.update({"template": template_name, "cutoff_len": cfg.data.cutoff_len,
+                     "enable_thinking": cfg.data.enable_thinking})
     if cfg.data.default_system is not None:
         resolved["default_system"] = cfg.data.default_system
     out = Path(cfg.training.output_dir)
@@ -87,6 +145,10 @@ def run_train(cfg) -> RunResult:
         raise NotImplementedError(f"stage {stage!r} is not available yet in this version; available: "
                                   f"{', '.join(STAGES)}.")
     training = cfg.training
+    if training.do_train and check_run_folder(cfg):
+        logger.warning("%s already holds this run, finished: nothing to train (set `overwrite_output_dir: true` "
+                       "to train it again).", training.output_dir)
+        return RunResult(json.loads((Path(training.output_dir) / "all_results.json").read_text()), None)
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
                             enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
@@ -95,8 +157,6 @@ def run_train(cfg) -> RunResult:
     # online stages (ppo, grpo) keep their own checkpoint format and resume logic
     predict = stage == "sft" and training.do_predict
     if predict and not training.predict_with_generate:
-        from ..config import ConfigError
-
         raise ConfigError("`do_predict` for stage sft generates answers: set `predict_with_generate: true`.")
     if predict and not training.do_train:
         return _predict_only(cfg)
