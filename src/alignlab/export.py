@@ -20,18 +20,9 @@ from .model.loader import DTYPES
 logger = logging.getLogger(__name__)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run_export(cfg) -> Path:
     """Write the export folder; return its path."""
-    from .infer.engine import load_inference_model, training_settings
     from .model.adapter import adapter_paths
-    from .model.value_head import HEAD_FILE
 
     model_args = cfg.model
     if not model_args.export_dir:
@@ -40,8 +31,62 @@ def run_export(cfg) -> Path:
         raise ConfigError("Cannot merge adapters into a quantised base (`quantization_bit` is set): the merged "
                           "weights would be lossy. Drop `quantization_bit`, so the base loads in 16/32 bit, "
                           "merge, then quantise the export if you need to.")
-    out = Path(model_args.export_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(model_args.export_dir)
+    check_export_dir(final, [model_args.model_name_or_path, *adapter_paths(model_args)])
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.writing-"))
+    try:
+        _write_export(cfg, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    _replace_dir(out, final)
+    logger.info("Exported to %s", final)
+    return final
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return "exported_from" in (yaml.safe_load((folder / "run_config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError, TypeError):
+        return False
+
+
+def check_export_dir(target: Path, sources: list) -> None:
+    """Refuse an export_dir that would mix with other files: equal to or inside the model or an adapter,
+    inside a training run's folder, or a non-empty folder that is not a previous alignlab export."""
+    real = Path(os.path.realpath(target))
+    for source in filter(None, sources):
+        src = Path(os.path.realpath(source))
+        if real == src or src in real.parents:
+            raise ConfigError(f"`export_dir` {target} is the model or adapter folder {source} (or inside it): "
+                              "choose a new folder, e.g. saves/exported.")
+    for folder in [real, *real.parents]:
+        if (folder / "run_config.yaml").is_file() and not _is_export(folder):
+            raise ConfigError(f"`export_dir` {target} is inside the training run folder {folder}: "
+                              "choose a folder outside it.")
+    if real.exists() and (not real.is_dir() or any(real.iterdir())) and not _is_export(real):
+        raise ConfigError(f"`export_dir` {target} is not empty and holds no previous alignlab export: "
+                          "choose an empty or new folder (a previous export there is replaced wholly).")
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put the finished folder `new` at `final`; an old export there goes wholly, never half."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / "export")
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(cfg, out: Path) -> None:
+    from .infer.engine import load_inference_model, training_settings
+    from .model.adapter import adapter_paths
+    from .model.value_head import HEAD_FILE
+
+    model_args = cfg.model
     loaded = load_inference_model(cfg)  # LoRA adapters are merged when loaded for inference
     model = loaded.model
     if hasattr(model, "merge_and_unload"):
@@ -61,7 +106,7 @@ def run_export(cfg) -> Path:
     tokenizer, template = loaded.tokenizer, loaded.template
     if hasattr(template, "to_jinja"):
         tokenizer.chat_template = template.to_jinja(tokenizer)
-        _atomic_text(out / "Modelfile", template.to_ollama(tokenizer))
+        (out / "Modelfile").write_text(template.to_ollama(tokenizer), encoding="utf-8")
     else:
         logger.warning("No built-in template: the tokenizer's own chat template is exported unchanged "
                        "and no Ollama Modelfile is written.")
@@ -72,6 +117,4 @@ def run_export(cfg) -> Path:
     carried["template"] = getattr(template, "name", None) if hasattr(template, "to_jinja") else None
     carried.update(exported_from=str(model_args.model_name_or_path), adapters=adapters or None,
                    export_dtype=str(dtype).removeprefix("torch."))
-    _atomic_text(out / "run_config.yaml", yaml.safe_dump(carried, allow_unicode=True, sort_keys=False))
-    logger.info("Exported to %s (%s)", out, carried["export_dtype"])
-    return out
+    (out / "run_config.yaml").write_text(yaml.safe_dump(carried, allow_unicode=True, sort_keys=False))

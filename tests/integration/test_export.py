@@ -121,6 +121,32 @@ def test_reward_model_export_copies_the_value_head_and_casts(tmp_path):
     assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
     assert yaml.safe_load((out / "run_config.yaml").read_text())["stage"] == "rm"
 
+    # a later export into the same folder replaces the previous export wholly: no stale value head
+    plain = tmp_path / "sft"
+    tiny_model(seed=6).save_pretrained(plain)
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(plain)
+    run = export(f"model_name_or_path={plain}", f"export_dir={out}", "template=qwen3_nothink")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (out / HEAD_FILE).exists() and "stage" not in yaml.safe_load((out / "run_config.yaml").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "rm", "sft"]  # no temporary folders left
+
+
+def test_export_refuses_folders_it_would_mix_with(base_model_dir, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.yaml").write_text("stage: sft\n")
+    cases = [(tmp_path / "notes", "is not empty and holds no previous alignlab export"),
+             (base_model_dir, "is the model or adapter folder"), (base_model_dir / "merged", "is the model or adapter"),
+             (run_dir / "export", "is inside the training run folder")]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for target, message in cases:
+        run = export(f"model_name_or_path={base_model_dir}", f"export_dir={target}", "template=qwen3_nothink")
+        assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (base_model_dir / "merged").exists() and not (run_dir / "export").exists()
+
 
 def test_export_refuses_a_quantised_base_and_a_missing_export_dir(base_model_dir, tmp_path):
     run = export(f"model_name_or_path={base_model_dir}", f"export_dir={tmp_path / 'x'}", "quantization_bit=4")
