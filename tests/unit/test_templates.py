@@ -99,20 +99,79 @@ def test_qwen3_thinking_goes_into_prompt_when_disabled(tokenizer):
     assert trained_text(tokenizer, sft(t, tokenizer, CHAT[:2], system=None)) == "Hello!<|im_end|>\n"
 
 
-def test_qwen3_history_thoughts_are_dropped(tokenizer):
-    chat = [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "<think>\ngreet back\n</think>\n\nHello!"},
-        {"role": "user", "content": "How tall?"},
-        {"role": "assistant", "content": "<think>\nrule: height + 3\n</think>\n\n110 cm."},
-    ]
+THOUGHT_CHAT = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "<think>\ngreet back\n</think>\n\nHello!"},
+    {"role": "user", "content": "How tall?"},
+    {"role": "assistant", "content": "<think>\nrule: height + 3\n</think>\n\n110 cm."},
+]
+PLAIN_CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+              {"role": "user", "content": "How tall?"}, {"role": "assistant", "content": "110 cm."}]
+USER1 = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+USER2 = "<|im_start|>user\nHow tall?<|im_end|>\n<|im_start|>assistant\n"
+EMPTY = "<think>\n\n</think>\n\n"
+
+
+def test_qwen3_sft_keeps_history_thoughts_as_llamafactory(tokenizer):
+    """Multi-turn SFT trains every turn as LLaMA-Factory 0.9.5 does: each answer with its thought
+    (an empty block where it has none); `enable_thinking: false` removes all thoughts."""
     t = get_template("qwen3", tokenizer, enable_thinking=True)
-    assert [r for _, r in turns(t, tokenizer, chat, system=None)] == [
-        "<think>\n\n</think>\n\nHello!<|im_end|>\n",
+    assert [r for _, r in turns(t, tokenizer, THOUGHT_CHAT, system=None)] == [
+        "<think>\ngreet back\n</think>\n\nHello!<|im_end|>\n",
         "<think>\nrule: height + 3\n</think>\n\n110 cm.<|im_end|>\n",
     ]
+    enc = sft(t, tokenizer, THOUGHT_CHAT, system=None)
+    assert trained_text(tokenizer, enc) == ("<think>\ngreet back\n</think>\n\nHello!<|im_end|>\n"
+                                            "<think>\nrule: height + 3\n</think>\n\n110 cm.<|im_end|>\n")
     t = get_template("qwen3", tokenizer, enable_thinking=False)  # all thoughts removed
-    assert [r for _, r in turns(t, tokenizer, chat, system=None)] == ["Hello!<|im_end|>\n", "110 cm.<|im_end|>\n"]
+    assert [r for _, r in turns(t, tokenizer, THOUGHT_CHAT, system=None)] == ["Hello!<|im_end|>\n",
+                                                                              "110 cm.<|im_end|>\n"]
+
+
+def test_qwen3_mask_history_puts_no_empty_thought_into_history(tokenizer):
+    """With `mask_history` the history answers lose their thoughts and get no empty block; only the
+    trained last answer gets one (LLaMA-Factory; Qwen3's own template renders history the same)."""
+    t = get_template("qwen3", tokenizer)
+    for chat in (PLAIN_CHAT, THOUGHT_CHAT):
+        enc = sft(t, tokenizer, chat, system=None, mask_history=True)
+        last = chat[3]["content"] if chat is THOUGHT_CHAT else EMPTY + "110 cm."
+        assert tokenizer.decode(enc["input_ids"]) == USER1 + "Hello!<|im_end|>\n" + USER2 + last + "<|im_end|>\n"
+        assert trained_text(tokenizer, enc) == last + "<|im_end|>\n"
+        theirs = tokenizer.apply_chat_template(chat[:3], tokenize=False, add_generation_prompt=True)
+        assert tokenizer.decode(enc["input_ids"]).startswith(theirs)
+
+
+def test_qwen3_preserve_thinking_keeps_history_thoughts(tokenizer):
+    t = get_template("qwen3", tokenizer, preserve_thinking=True)
+    enc = sft(t, tokenizer, THOUGHT_CHAT, system=None, mask_history=True)
+    assert tokenizer.decode(enc["input_ids"]) == (USER1 + THOUGHT_CHAT[1]["content"] + "<|im_end|>\n" + USER2
+                                                  + THOUGHT_CHAT[3]["content"] + "<|im_end|>\n")
+    prompt, _ = t.encode_oneturn(tokenizer, THOUGHT_CHAT, None)
+    assert tokenizer.decode(prompt) == USER1 + THOUGHT_CHAT[1]["content"] + "<|im_end|>\n" + USER2
+    from alignlab.config import load_config
+
+    assert load_config(["preserve_thinking=true"]).data.preserve_thinking is True  # a known key now
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_qwen3_pairwise_and_generation_prompts_equal_qwen3_jinja(tokenizer, thinking):
+    """rm/dpo/kto/ppo prompts: history answers without thoughts and without an empty block, exactly
+    as Qwen3's published chat template renders them (and LLaMA-Factory's encode_oneturn)."""
+    from alignlab.data.encode import encode_pairwise
+
+    t = get_template("qwen3", tokenizer, enable_thinking=thinking)
+    for chat in (PLAIN_CHAT, THOUGHT_CHAT):
+        theirs = tokenizer.apply_chat_template(chat[:3], tokenize=False, add_generation_prompt=True,
+                                               enable_thinking=thinking)
+        assert theirs == USER1 + "Hello!<|im_end|>\n" + USER2 + ("" if thinking else EMPTY)
+        assert tokenizer.decode(t.encode_prompt(tokenizer, chat[:3])) == theirs
+        pair = encode_pairwise(t, tokenizer, Example(prompt=chat[:3], chosen={"role": "assistant", "content": "a"},
+                                                     rejected={"role": "assistant", "content": "b"}),
+                               EncodeOptions(cutoff_len=1024))
+        n = pair["chosen_labels"].count(IGNORE_INDEX)
+        assert tokenizer.decode(pair["chosen_input_ids"][:n]) == theirs
+        assert trained_text(tokenizer, {"input_ids": pair["chosen_input_ids"], "labels": pair["chosen_labels"]}) \
+            == (EMPTY if thinking else "") + "a<|im_end|>\n"
 
 
 def test_qwen3_prompt_matches_the_real_qwen3_jinja(tokenizer):

@@ -92,6 +92,7 @@ class DataArguments:
     tool_format: str | None = _key(None, "Tool format override: default, qwen, llama3, glm4, mistral.")
     default_system: str | None = _key(None, "Override the template's default system message.")
     enable_thinking: bool | None = _key(True, "Reasoning templates: train/generate the think block.")
+    preserve_thinking: bool = _key(False, "Reasoning templates: keep the thoughts of history turns in prompts.")
     tokenized_path: str | None = _key(None, "Save tokenised data here, or load it if present.")
     data_shared_file_system: bool = _key(False, "Datasets live on a file system shared by nodes.")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .registry import DataError, DatasetAttr
+from .registry import MEDIA_COLUMNS, DataError, DatasetAttr
 
 
 @dataclass
@@ -40,23 +40,43 @@ class Example:
 
 @dataclass
 class SkipReport:
-    """Rows skipped for a reason, per dataset: counted and shown, never silently dropped."""
+    """Rows dropped for a reason, per dataset: counted and shown, never silently dropped.
+
+    One report serves training and `alignlab data validate`; `summary()` reads e.g.
+    "dropped 3 of 120 rows of `name`: 2 missing `output` (rows 7, 19), 1 null `instruction` (row 44)".
+    """
 
     counts: dict[str, dict[str, list]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def skip(self, dataset: str, reason: str, where: str) -> None:
+    def skip(self, dataset: str, reason: str, where: int | str) -> None:
         self.counts[dataset][reason].append(where)
+
+    def dropped(self, dataset: str) -> int:
+        return sum(len(rows) for rows in self.counts.get(dataset, {}).values())
 
     def summary(self) -> str:
         lines = []
         for dataset, reasons in self.counts.items():
-            n = sum(len(v) for v in reasons.values())
-            lines.append(f"{dataset}: skipped {n} of {self.totals[dataset]} rows")
-            for reason, where in reasons.items():
-                shown = ", ".join(map(str, where[:5])) + (" ..." if len(where) > 5 else "")
-                lines.append(f"  {len(where)} x {reason} (rows {shown})")
+            parts = []
+            for reason, rows in reasons.items():
+                shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+                parts.append(f"{len(rows)} {reason} ({'row' if len(rows) == 1 else 'rows'} {shown})")
+            lines.append(f"dropped {self.dropped(dataset)} of {self.totals[dataset]} rows of `{dataset}`: "
+                         + ", ".join(parts))
         return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"counts": self.counts, "totals": self.totals})
+
+    @classmethod
+    def from_json(cls, text: str) -> SkipReport:
+        report, data = cls(), json.loads(text)
+        for dataset, reasons in data["counts"].items():
+            for reason, rows in reasons.items():
+                report.counts[dataset][reason] = list(rows)
+        report.totals.update(data["totals"])
+        return report
 
 
 class _Skip(Exception):
@@ -89,7 +109,14 @@ def _bool(value: Any, where: str) -> bool:
     raise DataError(f"{where}: kto_tag must be true or false, got {value!r}.")
 
 
-def _convert_alpaca(attr: DatasetAttr, row: dict, where: str) -> Example:
+def _absent(row: dict, column: str) -> str | None:
+    """Why a column gives no value in this row ("missing `x`" / "null `x`"), or None if it has one."""
+    if column not in row:
+        return f"missing `{column}`"
+    return f"null `{column}`" if row[column] is None else None
+
+
+def _convert_alpaca(attr: DatasetAttr, row: dict, where: str, kind: str | None) -> Example:
     col = attr.columns
     prompt: list[dict] = []
     history = row.get(col["history"]) if col.get("history") else None
@@ -99,13 +126,22 @@ def _convert_alpaca(attr: DatasetAttr, row: dict, where: str) -> Example:
         for query, answer in history:
             prompt += [{"role": "user", "content": _text(query, "history query", where)},
                        {"role": "assistant", "content": _text(answer, "history response", where)}]
-    parts = [_text(row.get(col["prompt"]), f"column {col['prompt']!r}", where)]
-    if col.get("query") and row.get(col["query"]):
-        parts.append(_text(row[col["query"]], f"column {col['query']!r}", where))
-    prompt.append({"role": "user", "content": "\n".join(parts)})
+    parts = [_text(row.get(col[role]), f"column {col[role]!r}", where) for role in ("prompt", "query") if col.get(role)]
+    content = "\n".join(part for part in parts if part)  # LLaMA-Factory: empty parts add no newline
+    if not content and not history:
+        raise _Skip((_absent(row, col["prompt"]) or f"empty `{col['prompt']}`") if col.get("prompt")
+                    else "empty prompt (no `prompt` column mapped)")
+    prompt.append({"role": "user", "content": content})
     ex = Example(prompt=prompt,
                  system=_text(row.get(col["system"]), "system", where) if col.get("system") else "",
                  tools=_tools(row.get(col["tools"])) if col.get("tools") else "")
+    if kind == "feedback" and col.get("kto_tag") and _absent(row, col["kto_tag"]):
+        raise _Skip(_absent(row, col["kto_tag"]))
+    if kind in ("sft", "feedback"):
+        if not col.get("response"):
+            raise _Skip("no answer (no `response` column mapped)")
+        if _absent(row, col["response"]):
+            raise _Skip(_absent(row, col["response"]))
     response = row.get(col["response"]) if col.get("response") else None
     if col.get("kto_tag") and row.get(col["kto_tag"]) is not None:
         ex.kto_tag = _bool(row[col["kto_tag"]], where)
@@ -114,6 +150,9 @@ def _convert_alpaca(attr: DatasetAttr, row: dict, where: str) -> Example:
         if not (col.get("chosen") and col.get("rejected")):
             raise DataError(f"dataset {attr.name!r}: a ranking dataset in alpaca format needs "
                             "`columns` with `chosen` and `rejected`.")
+        for key in ("chosen", "rejected"):
+            if _absent(row, col[key]):
+                raise _Skip(_absent(row, col[key]))
         ex.chosen = {"role": "assistant", "content": _text(row.get(col["chosen"]), "chosen", where)}
         ex.rejected = {"role": "assistant", "content": _text(row.get(col["rejected"]), "rejected", where)}
     elif isinstance(response, str):
@@ -123,15 +162,18 @@ def _convert_alpaca(attr: DatasetAttr, row: dict, where: str) -> Example:
     return ex
 
 
-def _convert_messages(attr: DatasetAttr, row: dict, where: str) -> Example:
+def _convert_messages(attr: DatasetAttr, row: dict, where: str, kind: str | None) -> Example:
     col, tags = attr.columns, attr.tags
     messages = row.get(col["messages"])
+    if messages is None:
+        raise _Skip(_absent(row, col["messages"]))
     if not isinstance(messages, list):
         raise DataError(f"{where}: column {col['messages']!r} must be a list of messages, "
                         f"got {type(messages).__name__}.")
     role_tag, content_tag = tags["role_tag"], tags["content_tag"]
-    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant",
-             tags.get("observation_tag"): "observation", tags.get("function_tag"): "function"}
+    roles = {tag: role for tag, role in ((tags.get("user_tag"), "user"), (tags.get("assistant_tag"), "assistant"),
+                                         (tags.get("observation_tag"), "observation"),
+                                         (tags.get("function_tag"), "function")) if tag}
 
     def message(m: Any, i: int) -> dict:
         if not isinstance(m, dict) or role_tag not in m:
@@ -147,17 +189,28 @@ def _convert_messages(attr: DatasetAttr, row: dict, where: str) -> Example:
             raise DataError(f"{where}: message {i} has no {content_tag!r} field. Check `tags` in "
                             "dataset_info.json.")
         content = m[content_tag]
+        if content is None:
+            raise _Skip(f"null `{content_tag}` in a message")
         if not isinstance(content, str):
             content = json.dumps(content, ensure_ascii=False)
         return {"role": roles.get(m[role_tag], m[role_tag]), "content": content}
 
     system = ""
-    if messages and isinstance(messages[0], dict) and messages[0].get(role_tag) == tags.get("system_tag"):
+    system_tag = tags.get("system_tag")
+    if system_tag and messages and isinstance(messages[0], dict) and messages[0].get(role_tag) == system_tag:
         system = _text(messages[0].get(content_tag), "system message", where)
         messages = messages[1:]
     elif col.get("system"):
         system = _text(row.get(col["system"]), "system", where)
     aligned = [message(m, i) for i, m in enumerate(messages)]
+    if attr.formatting == "openai":  # parallel tool results: one observation turn, as LLaMA-Factory
+        merged: list[dict] = []
+        for m in aligned:
+            if m["role"] == "observation" and merged and merged[-1]["role"] == "observation":
+                merged[-1]["content"] += "\n</tool_response>\n<tool_response>\n" + m["content"]
+            else:
+                merged.append(m)
+        aligned = merged
     for i, m in enumerate(aligned):
         expected = ("user", "observation") if i % 2 == 0 else ("assistant", "function")
         if m["role"] not in expected:
@@ -168,17 +221,24 @@ def _convert_messages(attr: DatasetAttr, row: dict, where: str) -> Example:
     if attr.ranking:
         if len(aligned) % 2 == 0:
             raise _Skip("ranking conversation must end with a user turn")
+        if not (col.get("chosen") and col.get("rejected")):
+            raise DataError(f"dataset {attr.name!r}: a ranking dataset needs `columns` with `chosen` and "
+                            "`rejected`.")
         pair = []
         for key in ("chosen", "rejected"):
-            value = row.get(col.get(key, key))
+            if _absent(row, col[key]):
+                raise _Skip(_absent(row, col[key]))
+            value = row[col[key]]
             if not isinstance(value, dict):
-                raise DataError(f"{where}: column {col.get(key, key)!r} must be one message object.")
+                raise DataError(f"{where}: column {col[key]!r} must be one message object.")
             pair.append(message(value, len(aligned)))
         ex.prompt, (ex.chosen, ex.rejected) = aligned, pair
         return ex
     if not aligned or len(aligned) % 2:
         raise _Skip("conversation must be non-empty and end with an assistant turn")
     ex.prompt, ex.response = aligned[:-1], aligned[-1:]
+    if kind == "feedback" and col.get("kto_tag") and _absent(row, col["kto_tag"]):
+        raise _Skip(_absent(row, col["kto_tag"]))
     if col.get("kto_tag") and row.get(col["kto_tag"]) is not None:
         ex.kto_tag = _bool(row[col["kto_tag"]], where)
     return ex
@@ -193,8 +253,13 @@ def check_mapped_columns(attr: DatasetAttr, path: Path, seen: set[str]) -> None:
                         f"{attr.name!r} in dataset_info.json.")
 
 
-def convert_row(attr: DatasetAttr, path: Path, index: int, row: dict, report: SkipReport) -> Example | None:
-    """Convert one row; None (and a counted reason) for rows skipped on purpose."""
+def convert_row(attr: DatasetAttr, path: Path, index: int, row: dict, report: SkipReport,
+                kind: str | None = None) -> Example | None:
+    """Convert one row; None (and a counted reason) for rows dropped on purpose.
+
+    kind: the stage's encoding (pt, sft, pairwise, feedback, prompt); rows it cannot use are
+    dropped here with their reason, so that validate and training drop the same rows.
+    """
     where = _where(attr, path, index)
     report.totals[attr.name] += 1
     for role in attr.required:
@@ -203,8 +268,14 @@ def convert_row(attr: DatasetAttr, path: Path, index: int, row: dict, report: Sk
                 f"{where}: column {attr.columns[role]!r} (mapped from `{role}`) is missing; the row has "
                 f"columns {', '.join(map(repr, row))}. Fix `columns` for {attr.name!r} in dataset_info.json."
             )
+    for role in MEDIA_COLUMNS:
+        if row.get(attr.columns.get(role, role)):
+            raise DataError(f"{where}: column {attr.columns.get(role, role)!r} holds {role}: multimodal data is not "
+                            "supported by alignlab (text only). Remove the column or use a text-only dataset.")
     try:
-        ex = _convert_alpaca(attr, row, where) if attr.formatting == "alpaca" else _convert_messages(attr, row, where)
+        convert = _convert_alpaca if attr.formatting == "alpaca" else _convert_messages
+        ex = convert(attr, row, where, kind)
+        _check_fits(ex, kind)
     except _Skip as skip:
         report.skip(attr.name, str(skip), index)
         return None
@@ -212,3 +283,15 @@ def convert_row(attr: DatasetAttr, path: Path, index: int, row: dict, report: Sk
     ex.extra = {k: v for k, v in row.items() if k not in used}
     ex.dataset, ex.row = attr.name, index
     return ex
+
+
+def _check_fits(ex: Example, kind: str | None) -> None:
+    """Drop (with its reason) an example the stage's encoding cannot use."""
+    if kind in ("sft", "feedback") and (len(ex.prompt) % 2 != 1 or len(ex.response) != 1):
+        raise _Skip("no answer after a user turn")
+    if kind == "feedback" and ex.kto_tag is None:
+        raise _Skip("no kto_tag")
+    if kind == "pairwise" and (ex.chosen is None or ex.rejected is None or len(ex.prompt) % 2 != 1):
+        raise _Skip("no chosen/rejected pair after a user turn")
+    if kind == "prompt" and len(ex.prompt) % 2 != 1:
+        raise _Skip("prompt does not end with a user turn")

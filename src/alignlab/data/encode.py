@@ -42,7 +42,9 @@ def encode_supervised(template, tokenizer, ex: Example, opt: EncodeOptions) -> d
     """Multi-turn SFT: every assistant turn is trained unless `mask_history` (last turn only)."""
     if len(ex.prompt) % 2 != 1 or len(ex.response) != 1:
         return None
-    pairs = template.encode_multiturn(tokenizer, ex.prompt + ex.response, ex.system, ex.tools)
+    discard = opt.mask_history and not template.preserve_thinking
+    pairs = template.encode_multiturn(tokenizer, ex.prompt + ex.response, ex.system, ex.tools,
+                                      discard_history_thoughts=discard)
     eos = tokenizer.eos_token_id
     input_ids: list[int] = []
     labels: list[int] = []
@@ -75,9 +77,8 @@ def encode_supervised(template, tokenizer, ex: Example, opt: EncodeOptions) -> d
 
 
 def _oneturn(template, tokenizer, prompt: list[dict], answer: dict, ex: Example):
-    pairs = template.encode_multiturn(tokenizer, prompt + [answer], ex.system, ex.tools)
-    prompt_ids = [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
-    answer_ids = list(pairs[-1][1])
+    prompt_ids, answer_ids = template.encode_oneturn(tokenizer, prompt + [answer], ex.system, ex.tools)
+    answer_ids = list(answer_ids)
     if template.efficient_eos:
         answer_ids.append(tokenizer.eos_token_id)
     return prompt_ids, answer_ids
@@ -116,21 +117,31 @@ def encode_feedback(template, tokenizer, ex: Example, kl_answer: dict, opt: Enco
 
 
 def encode_prompt_only(template, tokenizer, ex: Example, opt: EncodeOptions) -> dict | None:
-    """Generation stages: the prompt (ending with the assistant header) and, if any, the reference."""
+    """Generation stages: the prompt (ending with the assistant header) and, if any, the reference.
+
+    The budget is split as LLaMA-Factory does, between the prompt and the template-encoded
+    reference answer; an over-long prompt keeps its end (the assistant header the model answers
+    after). `labels` hold the raw reference text's tokens (what predict's metrics compare against).
+    """
     if len(ex.prompt) % 2 != 1:
         return None
-    prompt_ids = template.encode_prompt(tokenizer, ex.prompt, ex.system, ex.tools)
-    reference = ex.response[0]["content"] if ex.response else ""
+    reference = ex.response[0]["content"] if len(ex.response) == 1 else ""
+    prompt_ids, answer_ids = _oneturn(template, tokenizer, ex.prompt, {"role": "assistant", "content": reference}, ex)
+    source_len, target_len = infer_seqlen(len(prompt_ids), len(answer_ids), opt.cutoff_len)
     reference_ids = tokenizer.encode(reference, add_special_tokens=False) if reference else []
-    source_len, target_len = infer_seqlen(len(prompt_ids), len(reference_ids), opt.cutoff_len)
     return {"input_ids": prompt_ids[-source_len:] if source_len else [],
             "labels": reference_ids[:target_len]}
 
 
-def encode_pretrain_text(tokenizer, ex: Example) -> list[int]:
-    """Pre-training text: the first prompt message's content followed by EOS."""
+def encode_pretrain_text(tokenizer, ex: Example, template_name: str | None = None) -> list[int]:
+    """Pre-training text: the first prompt message's content followed by the end-of-document token.
+
+    As LLaMA-Factory: llama3 ends documents with `<|end_of_text|>` (its EOS is the turn end
+    `<|eot_id|>`), others with the tokenizer's EOS; text and end token are tokenised together.
+    """
     text = ex.prompt[0]["content"] if ex.prompt else ""
-    return tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    end = "<|end_of_text|>" if template_name == "llama3" else tokenizer.eos_token
+    return tokenizer.encode(text + end, add_special_tokens=False)
 
 
 def chunk_pretrain(token_lists: list[list[int]], cutoff_len: int) -> list[dict]:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from dataclasses import replace
 
-from .convert import SkipReport, check_mapped_columns, convert_row
+from .convert import SkipReport
 from .encode import IGNORE_INDEX, EncodeOptions
-from .loader import STAGE_KIND, encode_examples, load_examples, split_names
+from .loader import (
+    STAGE_KIND,
+    check_fits_stage,
+    encode_examples,
+    load_examples,
+    read_dataset,
+    split_names,
+)
 from .registry import DataError, get_dataset_attr, iter_rows, read_dataset_info
-
-STAGE_NEEDS = {
-    "sft": ("an answer", lambda ex: len(ex.response) == 1),
-    "pairwise": ("chosen and rejected answers (`ranking: true`)",
-                 lambda ex: ex.chosen is not None and ex.rejected is not None),
-    "feedback": ("a kto_tag", lambda ex: ex.kto_tag is not None),
-}
 
 
 def _describe(tokenizer, ids: list[int], labels: list[int], prefix: str = "") -> dict:
@@ -31,6 +31,8 @@ def _describe(tokenizer, ids: list[int], labels: list[int], prefix: str = "") ->
 def preview(cfg, tokenizer, template, num: int) -> list[dict]:
     """The first `num` examples as the stage encodes them (unpacked), with rendered text."""
     kind = STAGE_KIND[cfg.finetuning.stage]
+    if cfg.data.preserve_thinking and not template.preserve_thinking:
+        template = replace(template, preserve_thinking=True)
     report = SkipReport()
     examples = load_examples(cfg.data, cfg.data.dataset, seed=42, report=report, kind=kind)
     opt = EncodeOptions(cfg.data.cutoff_len, cfg.data.train_on_prompt, cfg.data.mask_history)
@@ -70,8 +72,32 @@ def format_preview(items: list[dict], as_json: bool) -> str:
     return "\n\n".join(blocks)
 
 
+def guess_kind(attr, data_args) -> str:
+    """The stage kind a dataset serves when `validate` is given no stage: pairs for rm/dpo, tagged
+    answers for kto, answers for sft, else prompts/text (pt, ppo, grpo)."""
+    if attr.ranking:
+        return "pairwise"
+    if "kto_tag" in attr.columns:
+        return "feedback"
+    if attr.formatting != "alpaca":
+        return "sft"
+    response = attr.columns.get("response")
+    if response:
+        try:
+            if any(response in row for _, _, row in iter_rows(attr, data_args.dataset_dir)):
+                return "sft"
+        except DataError:
+            return "sft"  # read_dataset reports the error
+    return "prompt"
+
+
+KIND_STAGES = {"sft": "sft", "pairwise": "rm/dpo", "feedback": "kto", "prompt": "pt/ppo/grpo", "pt": "pt"}
+
+
 def validate(data_args, names: list[str] | None, stage: str | None, max_errors: int = 5) -> tuple[str, bool]:
-    """Check every row of the named datasets (all of dataset_info.json when names is None).
+    """Check every row of the named datasets (all of dataset_info.json when names is None) with
+    the conversion and drop rules training uses (`read_dataset`), for `stage` or, when None, the
+    stage each dataset's layout serves.
 
     Returns a report and whether everything loaded without errors. Hub-only entries are
     reported as not loadable offline; they count as errors only when named explicitly.
@@ -80,47 +106,30 @@ def validate(data_args, names: list[str] | None, stage: str | None, max_errors: 
     explicit = names is not None
     names = names if explicit else list(info)
     lines, ok = [], True
-    need = STAGE_NEEDS.get(STAGE_KIND.get(stage or "", ""))
     for name in names:
         try:
             attr = get_dataset_attr(name, info, data_args.dataset_dir)
+            kind = STAGE_KIND[stage] if stage else guess_kind(attr, data_args)
+            if stage:
+                check_fits_stage(attr, kind)
         except DataError as e:
             hub_only = name in info and "file_name" not in info[name]
             lines.append(f"{name}: {'skipped, ' if hub_only and not explicit else 'ERROR '}{e}")
             ok = ok and (hub_only and not explicit)
             continue
-        report, errors, counts, seen = SkipReport(), [], Counter(), {}
-        try:
-            for path, index, row in iter_rows(attr, data_args.dataset_dir):
-                seen.setdefault(path, set()).update(row)
-                try:
-                    ex = convert_row(attr, path, index, row, report)
-                except DataError as e:
-                    counts["error"] += 1
-                    if len(errors) < max_errors:
-                        errors.append(str(e))
-                    continue
-                if ex is None:
-                    counts["skipped"] += 1
-                elif need and not need[1](ex):
-                    counts["error"] += 1
-                    if len(errors) < max_errors:
-                        errors.append(f"dataset {name!r}, file {path}, row {index}: stage {stage} "
-                                      f"needs {need[0]}.")
-                else:
-                    counts["ok"] += 1
-            for path, columns in seen.items():
-                check_mapped_columns(attr, path, columns)
-        except DataError as e:
-            counts["error"] += 1
-            errors.append(str(e))
-        status = "ok" if not counts["error"] else "ERRORS"
-        lines.append(f"{name}: {status}: {counts['ok']} rows ok, {counts['skipped']} skipped, "
-                     f"{counts['error']} with errors")
+        report, errors = SkipReport(), []
+        examples = read_dataset(data_args, attr, kind, seed=42, report=report, on_error=errors.append)
+        if not examples and not errors:
+            errors.append(f"Dataset {name!r} has no usable rows.")
+        status = "ERRORS" if errors else "ok"
+        lines.append(f"{name}: {status}: {len(examples)} rows ok, {report.dropped(name)} dropped, "
+                     f"{len(errors)} with errors (as {stage or KIND_STAGES[kind]} data)")
         if report.counts:
-            lines.append("  " + report.summary().replace("\n", "\n  "))
-        lines += [f"  - {e}" for e in errors]
-        ok = ok and not counts["error"]
+            lines.append("  " + report.summary())
+        lines += [f"  - {e}" for e in errors[:max_errors]]
+        if len(errors) > max_errors:
+            lines.append(f"  - ... and {len(errors) - max_errors} more errors")
+        ok = ok and not errors
     return "\n".join(lines), ok
 
 

@@ -16,7 +16,8 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, is_dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 STAGE_KIND = {"pt": "pt", "sft": "sft", "rm": "pairwise", "dpo": "pairwise", "kto": "feedback",
               "ppo": "prompt", "grpo": "prompt", "predict": "prompt"}
-CACHE_FORMAT = 1  # bump when the encoded layout changes
+CACHE_FORMAT = 2  # bump when the encoded layout changes
 
 
 def split_names(names: str | None) -> list[str]:
@@ -59,35 +60,75 @@ def check_fits_stage(attr, kind: str | None) -> None:
                         "answer tagged desirable (true) or not (false).")
 
 
-def load_examples(data_args, names: str, seed: int, report: SkipReport, kind: str | None = None) -> list[Example]:
-    """Read and convert the named datasets, apply num_samples/max_samples, then mix them.
+def read_dataset(data_args, attr, kind: str | None, seed: int, report: SkipReport,
+                 on_error: Callable[[str], None] | None = None) -> list[Example]:
+    """One dataset's rows -> examples for a stage kind: the one conversion training and
+    `alignlab data validate` share.
 
-    kind: the stage's encoding (STAGE_KIND values); datasets that cannot serve it are refused.
+    Rows are counted as LLaMA-Factory counts them: `num_samples` resamples rows and `max_samples`
+    keeps the first rows, before conversion; then each row converts or is dropped with its reason
+    (in `report`). Bad data raises DataError; with `on_error`, each error goes to it and reading
+    goes on with the next row (file-level errors end the dataset).
+    """
+    def fail(error: DataError) -> None:
+        if on_error is None:
+            raise error
+        on_error(str(error))
+
+    rows, seen, complete = [], {}, True
+    limit = data_args.max_samples if not attr.num_samples else None
+    try:
+        for path, index, row in iter_rows(attr, data_args.dataset_dir):
+            if limit and len(rows) == limit:
+                complete = False
+                break
+            seen.setdefault(path, set()).update(row)
+            rows.append((path, index, row))
+    except DataError as e:
+        fail(e)
+        return []
+    if not rows:
+        files = ", ".join(str(p) for p in data_files(attr, data_args.dataset_dir))
+        fail(DataError(f"Dataset {attr.name!r} has no rows: {files} holds none."))
+        return []
+    if attr.num_samples:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        rows = [rows[order[i % len(order)]] for i in range(attr.num_samples)]
+    if data_args.max_samples:
+        rows = rows[: data_args.max_samples]
+    examples = []
+    for path, index, row in rows:
+        try:
+            ex = convert_row(attr, path, index, row, report, kind)
+        except DataError as e:
+            fail(e)
+            continue
+        if ex is not None:
+            examples.append(ex)
+    if complete:
+        for path, columns in seen.items():
+            try:
+                check_mapped_columns(attr, path, columns)
+            except DataError as e:
+                fail(e)
+    return examples
+
+
+def load_examples(data_args, names: str, seed: int, report: SkipReport, kind: str | None = None) -> list[Example]:
+    """Read and convert the named datasets (`read_dataset`), then mix them.
+
+    kind: the stage's encoding (STAGE_KIND values); datasets that cannot serve it are refused and
+    rows it cannot use are dropped with their reason.
     """
     info = read_dataset_info(data_args.dataset_dir)
     per_dataset = []
     for name in split_names(names):
         attr = get_dataset_attr(name, info, data_args.dataset_dir)
         check_fits_stage(attr, kind)
-        examples, seen = [], {}
-        for path, index, row in iter_rows(attr, data_args.dataset_dir):
-            seen.setdefault(path, set()).update(row)
-            ex = convert_row(attr, path, index, row, report)
-            if ex is not None:
-                examples.append(ex)
-        for path, columns in seen.items():
-            check_mapped_columns(attr, path, columns)
-        if attr.num_samples:
-            rng = random.Random(seed)
-            target = attr.num_samples
-            order = list(range(len(examples)))
-            rng.shuffle(order)
-            examples = [examples[order[i % len(order)]] for i in range(target)] if order else []
-        if data_args.max_samples:
-            examples = examples[: data_args.max_samples]
+        examples = read_dataset(data_args, attr, kind, seed, report)
         if not examples:
-            raise DataError(f"Dataset {name!r} has no usable rows." +
-                            (f"\n{report.summary()}" if report.counts else ""))
+            raise DataError(f"Dataset {name!r} has no usable rows: {report.summary()}")
         per_dataset.append(examples)
     return mix(per_dataset, data_args.mix_strategy, data_args.interleave_probs, seed)
 
@@ -152,21 +193,19 @@ def _encode_chunk(examples: list[Example], kind: str, template, tokenizer, opt: 
                 enc["extra"] = json.dumps(ex.extra, ensure_ascii=False, default=str)
             out.append(enc)
         else:  # pt
-            out.append({"input_ids": encode_pretrain_text(tokenizer, ex)})
+            out.append({"input_ids": encode_pretrain_text(tokenizer, ex, template.name)})
     return out
-
-
-_SKIP_REASON = {
-    "sft": "not a (user ... assistant) conversation with one answer",
-    "pairwise": "no chosen/rejected pair after a user turn",
-    "feedback": "no kto_tag or no single answer",
-    "prompt": "prompt does not end with a user turn",
-}
 
 
 def encode_examples(examples: list[Example], kind: str, template, tokenizer, opt: EncodeOptions,
                     num_workers: int | None, report: SkipReport, packing: bool) -> list[dict]:
-    """Encode (in parallel when asked), count unusable examples, and pack or chunk."""
+    """Encode (in parallel when asked), and pack or chunk.
+
+    Packed sft examples are cut to `cutoff_len - 1` tokens and packed into rows of as many, as
+    LLaMA-Factory does (its packed rows are padded to `cutoff_len`).
+    """
+    if kind == "sft" and packing:
+        opt = replace(opt, cutoff_len=opt.cutoff_len - 1)
     kl_answers = None
     if kind == "feedback":  # each prompt is paired with the answer of the next example
         kl_answers = [examples[(i + 1) % len(examples)].response[0] if examples[(i + 1) % len(examples)].response
@@ -184,14 +223,21 @@ def encode_examples(examples: list[Example], kind: str, template, tokenizer, opt
         encoded = _encode_chunk(examples, kind, template, tokenizer, opt, kl_answers)
     kept = []
     for ex, enc in zip(examples, encoded):
-        if enc is None:
-            report.skip(ex.dataset, _SKIP_REASON[kind], ex.row)
+        if enc is None:  # conversion drops what a stage cannot use; this is a safety net
+            report.skip(ex.dataset, f"not encodable for stage kind {kind}", ex.row)
         else:
             kept.append(enc)
     if kind == "pt":
         ids = [e["input_ids"] for e in kept]
+        bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
         if packing:
-            return chunk_pretrain(ids, opt.cutoff_len)
+            blocks = chunk_pretrain(ids, opt.cutoff_len)
+            if bos is not None:  # LLaMA-Factory: each block starts with BOS (replacing its first token)
+                for block in blocks:
+                    block["input_ids"][0] = block["labels"][0] = bos
+            return blocks
+        if bos is not None:
+            ids = [[bos, *x] for x in ids]
         return [{"input_ids": x[: opt.cutoff_len], "labels": x[: opt.cutoff_len]} for x in ids]
     if kind == "sft" and packing:
         return pack(kept, opt.cutoff_len)
@@ -228,7 +274,7 @@ def cache_key(data_args, stage: str, tokenizer, template, seed: int) -> str:
         "options": {k: getattr(data_args, k) for k in (
             "dataset", "eval_dataset", "cutoff_len", "train_on_prompt", "mask_history", "mix_strategy",
             "interleave_probs", "max_samples", "val_size", "packing", "neat_packing", "default_system",
-            "enable_thinking", "tool_format")},
+            "enable_thinking", "preserve_thinking", "tool_format")},
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -247,10 +293,14 @@ class EncodedData:
     from_cache: bool = False
 
 
-def _save_atomic(dataset_dict, target: Path) -> None:
+REPORT_FILE = "alignlab_drop_report.json"
+
+
+def _save_atomic(dataset_dict, target: Path, report: SkipReport) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp", dir=target.parent))
     dataset_dict.save_to_disk(str(tmp))
+    (tmp / REPORT_FILE).write_text(report.to_json())
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -260,9 +310,11 @@ def _load_saved(path: Path) -> EncodedData:
     from datasets import load_from_disk
 
     saved = load_from_disk(str(path))
+    report_file = path / REPORT_FILE  # the drops of the run that made the cache, shown again
+    report = SkipReport.from_json(report_file.read_text()) if report_file.is_file() else SkipReport()
     return EncodedData(train=saved["train"] if "train" in saved else None,
                        eval=saved["eval"] if "eval" in saved else None,
-                       report=SkipReport(), cache_dir=str(path), from_cache=True)
+                       report=report, cache_dir=str(path), from_cache=True)
 
 
 def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> EncodedData:
@@ -276,6 +328,8 @@ def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> E
     if not data_args.dataset and not data_args.eval_dataset:
         raise DataError("No `dataset` given: name one or more entries of dataset_info.json.")
     kind = STAGE_KIND[stage]
+    if data_args.preserve_thinking and not template.preserve_thinking:  # a data option: it decides the encoding
+        template = replace(template, preserve_thinking=True)
     cache_dir = cache_root() / cache_key(data_args, stage, tokenizer, template, seed)
     if cache_dir.joinpath("dataset_dict.json").is_file() and not data_args.overwrite_cache:
         logger.info("Loading cached tokenised data from %s", cache_dir)
@@ -299,11 +353,9 @@ def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> E
             if not rows:
                 raise DataError(f"No {split} example survived encoding.\n{report.summary()}")
             splits[split] = Dataset.from_list(rows)
-    if report.counts:
-        logger.warning("Some rows were skipped:\n%s", report.summary())
     bundle = DatasetDict(splits)
-    _save_atomic(bundle, cache_dir)
+    _save_atomic(bundle, cache_dir, report)
     if data_args.tokenized_path:
-        _save_atomic(bundle, Path(data_args.tokenized_path))
+        _save_atomic(bundle, Path(data_args.tokenized_path), report)
     return EncodedData(train=splits.get("train"), eval=splits.get("eval"), report=report,
                        cache_dir=str(cache_dir))

@@ -8,6 +8,7 @@ only point at a hub cannot load offline and say so.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ DEFAULT_TAGS = {
 }
 COLUMN_NAMES = ("prompt", "query", "response", "history", "messages", "system", "tools",
                 "chosen", "rejected", "kto_tag", "images", "videos", "audios")
+MEDIA_COLUMNS = ("images", "videos", "audios")
+TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
+             "system_tag")
 
 
 class DataError(ValueError):
@@ -85,22 +89,35 @@ def get_dataset_attr(name: str, info: dict[str, dict], dataset_dir: str) -> Data
     if formatting not in DEFAULT_COLUMNS:
         raise DataError(f"Dataset {name!r}: unknown formatting {formatting!r}; use alpaca, sharegpt "
                         "or openai.")
-    columns = dict(DEFAULT_COLUMNS[formatting])
-    given = entry.get("columns", {}) or {}
-    unknown = [c for c in given if c not in COLUMN_NAMES]
+    # As LLaMA-Factory: an entry with `columns` (or `tags`) names all it uses; the defaults apply
+    # only to an entry without that key, and a role left out of it is absent, not defaulted.
+    given = entry["columns"] or {} if "columns" in entry else None
+    columns = dict(DEFAULT_COLUMNS[formatting]) if given is None else {k: v for k, v in given.items() if v}
+    unknown = [c for c in given or {} if c not in COLUMN_NAMES]
     if unknown:
         raise DataError(f"Dataset {name!r}: unknown column role(s) {unknown} in `columns`; known: "
                         f"{', '.join(COLUMN_NAMES)}.")
-    columns.update(given)
-    tags = dict(DEFAULT_TAGS.get(formatting, {}))
-    tags.update(entry.get("tags", {}) or {})
+    media = [role for role in MEDIA_COLUMNS if role in columns]
+    if media:
+        raise DataError(f"Dataset {name!r} maps {', '.join(f'`{m}`' for m in media)} in `columns`: multimodal "
+                        "data is not supported by alignlab (text only). Remove the mapping to train on the text.")
+    if "tags" in entry:
+        tags = {tag: (entry["tags"] or {}).get(tag) for tag in TAG_NAMES}
+    else:
+        tags = dict(DEFAULT_TAGS.get(formatting, {}))
     main = "prompt" if formatting == "alpaca" else "messages"
+    if formatting != "alpaca":
+        if main not in columns:
+            raise DataError(f"Dataset {name!r}: `columns` must map `messages` for {formatting} data.")
+        missing_tags = [t for t in ("role_tag", "content_tag") if not tags.get(t)]
+        if missing_tags:
+            raise DataError(f"Dataset {name!r}: `tags` must name {' and '.join(missing_tags)}.")
     ranking = bool(entry.get("ranking", False))
-    required = (main, "chosen", "rejected") if ranking and "chosen" in given else (main,)
+    required = tuple(r for r in (main, "chosen", "rejected") if r in columns and (r == main or given))
     return DatasetAttr(name=name, file_name=entry["file_name"], formatting=formatting,
                        ranking=ranking, split=entry.get("split", "train"),
                        num_samples=entry.get("num_samples"), columns=columns, tags=tags,
-                       required=required, mapped=tuple(given))
+                       required=required, mapped=tuple(given or ()))
 
 
 def data_files(attr: DatasetAttr, dataset_dir: str) -> list[Path]:
@@ -126,8 +143,20 @@ def data_files(attr: DatasetAttr, dataset_dir: str) -> list[Path]:
     return [path]
 
 
+def _read_text(path: Path, name: str) -> str:
+    """A data file's text; bytes that are not UTF-8 are an error naming the file and line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"Dataset {name!r}: {path} is not UTF-8 text: line {line}, column {column} has byte "
+                        f"0x{data[e.start]:02x} ({e.reason}). Re-save the file as UTF-8.") from None
+
+
 def _json_rows(path: Path, name: str) -> Iterator[tuple[int, dict]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, name)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -169,11 +198,10 @@ def iter_rows(attr: DatasetAttr, dataset_dir: str) -> Iterator[tuple[Path, int, 
             if kind == "json":
                 rows = _json_rows(path, attr.name)
             elif kind == "text":
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = _read_text(path, attr.name).splitlines()
                 rows = enumerate({"text": line} for line in lines if line.strip())
             elif kind == "csv":
-                with path.open(encoding="utf-8", newline="") as f:
-                    rows = list(enumerate(csv.DictReader(f)))
+                rows = list(enumerate(csv.DictReader(io.StringIO(_read_text(path, attr.name), newline=""))))
             else:
                 import datasets
 

@@ -47,6 +47,7 @@ class Template:
     reasoning: bool = False  # a <think> block precedes every answer (qwen3)
     thought_words: tuple[str, str] = ("<think>\n", "\n</think>\n\n")
     enable_thinking: bool | None = True
+    preserve_thinking: bool = False  # keep history thoughts in prompts (rm/dpo/kto/ppo, mask_history)
 
     # ---- tokenizer set-up -------------------------------------------------------------
     def fix_tokenizer(self, tokenizer) -> None:
@@ -148,39 +149,68 @@ class Template:
     def _has_thought(self, content: str) -> bool:
         return any(w.strip() in content for w in self.thought_words)
 
+    def _thought_ids(self, tokenizer) -> list[int]:
+        return tokenizer.encode("".join(self.thought_words), add_special_tokens=False)
+
     def encode_multiturn(self, tokenizer, messages: list[dict], system: str | None = None,
-                         tools: str | None = None) -> list[tuple[list[int], list[int]]]:
+                         tools: str | None = None, discard_history_thoughts: bool = False
+                         ) -> list[tuple[list[int], list[int]]]:
         """Return (prompt_ids, response_ids) for every turn; messages alternate user/assistant.
 
-        Reasoning templates drop the thought of history turns, and put an empty thought block
-        into the response (trained) when `enable_thinking` is true or into the prompt (not
-        trained) when it is false, wherever a response has no thought of its own.
+        Reasoning templates (LLaMA-Factory's rules): `enable_thinking: false` removes every thought
+        and puts an empty thought block into each prompt (not trained); otherwise an answer without
+        a thought gets an empty block in its response (trained). History thoughts are kept, unless
+        `discard_history_thoughts` (SFT with `mask_history` and no `preserve_thinking`): then history
+        answers lose their thoughts and only the last answer gets an empty block.
         """
         if len(messages) % 2:
             raise TemplateError("encode_multiturn needs (prompt, response) pairs of messages.")
+        if not self.reasoning:
+            encoded = self._encode(tokenizer, messages, system, tools)
+            return [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded), 2)]
+        messages = [dict(m) for m in messages]
+        for i in range(1, len(messages), 2):
+            if self.enable_thinking is False or (discard_history_thoughts and i < len(messages) - 1):
+                messages[i]["content"] = self.remove_thought(messages[i]["content"])
+        encoded = self._encode(tokenizer, messages, system, tools)
+        turns = [len(messages) - 2] if discard_history_thoughts else range(0, len(messages), 2)
+        for i in turns:
+            if not self._has_thought(messages[i + 1]["content"]):
+                if self.enable_thinking:
+                    encoded[i + 1] = self._thought_ids(tokenizer) + encoded[i + 1]
+                else:
+                    encoded[i] = encoded[i] + self._thought_ids(tokenizer)
+        return [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded), 2)]
+
+    def encode_oneturn(self, tokenizer, messages: list[dict], system: str | None = None,
+                       tools: str | None = None) -> tuple[list[int], list[int]]:
+        """(prompt_ids, response_ids): everything before the last message, and the last message.
+
+        Reasoning templates drop the thoughts of history answers (unless `preserve_thinking`) and
+        give them no empty block, as the model family's own chat template does; the last answer
+        follows the `enable_thinking` rule of `encode_multiturn`.
+        """
         if self.reasoning:
             messages = [dict(m) for m in messages]
-            for i in range(1, len(messages), 2):
-                if self.enable_thinking is False or i < len(messages) - 1:
+            if not self.preserve_thinking:
+                for i in range(1, len(messages) - 2, 2):
                     messages[i]["content"] = self.remove_thought(messages[i]["content"])
+            if self.enable_thinking is False:
+                messages[-1]["content"] = self.remove_thought(messages[-1]["content"])
         encoded = self._encode(tokenizer, messages, system, tools)
-        if self.reasoning:
-            thought = tokenizer.encode("".join(self.thought_words), add_special_tokens=False)
-            for i in range(0, len(messages), 2):
-                if not self._has_thought(messages[i + 1]["content"]):
-                    if self.enable_thinking:
-                        encoded[i + 1] = thought + encoded[i + 1]
-                    else:
-                        encoded[i] = encoded[i] + thought
-        return [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded), 2)]
+        prompt_ids = [t for ids in encoded[:-1] for t in ids]
+        response_ids = encoded[-1]
+        if self.reasoning and not self._has_thought(messages[-1]["content"]):
+            if self.enable_thinking:
+                response_ids = self._thought_ids(tokenizer) + response_ids
+            else:
+                prompt_ids = prompt_ids + self._thought_ids(tokenizer)
+        return prompt_ids, response_ids
 
     def encode_prompt(self, tokenizer, messages: list[dict], system: str | None = None,
                       tools: str | None = None) -> list[int]:
         """Token ids of a generation prompt: the conversation up to the assistant's answer."""
-        pairs = self.encode_multiturn(tokenizer, [*messages, {"role": "assistant", "content": ""}],
-                                      system, tools)
-        ids = [t for prompt, response in pairs[:-1] for t in prompt + response]
-        return ids + pairs[-1][0]
+        return self.encode_oneturn(tokenizer, [*messages, {"role": "assistant", "content": ""}], system, tools)[0]
 
     def render(self, tokenizer, messages: list[dict], system: str | None = None,
                tools: str | None = None) -> str:
@@ -207,8 +237,9 @@ class Template:
         return "{{- " + (" ~ ".join(parts) or '""') + " }}"
 
     def to_jinja(self, tokenizer) -> str:
-        """A Hugging Face chat template rendering exactly what `encode_multiturn`/`encode_prompt`
-        produce (system, user, assistant and tool turns; thoughts as the reasoning rules say).
+        """A Hugging Face chat template rendering exactly what `encode_multiturn` (a whole
+        conversation) and `encode_prompt` (with `add_generation_prompt`) produce: system, user,
+        assistant and tool turns; thoughts as the reasoning rules say.
         Tool definitions and tool calls are refused: their text formats live in Python."""
         open_, close = self.thought_words
         empty_thought = json.dumps(open_ + close, ensure_ascii=False)
@@ -243,11 +274,15 @@ class Template:
         ]
         if self.reasoning:
             marks = [json.dumps(w.strip(), ensure_ascii=False) for w in self.thought_words]
-            lines += [
-                f"{{%- if (not loop.last or not thinking) and {marks[1]} in content %}}"
-                f"{{%- set content = content.split({marks[1]})[-1].lstrip('\n') %}}{{%- endif %}}",
+            strip = f"{{%- set content = content.split({marks[1]})[-1].lstrip('\n') %}}"
+            lines += [  # a generation prompt follows encode_prompt, a whole conversation encode_multiturn
+                "{%- if add_generation_prompt %}",
+                f"{{%- if {'false' if self.preserve_thinking else 'true'} and {marks[1]} in content %}}{strip}"
+                "{%- endif %}",
+                f"{{%- else %}}{{%- if not thinking and {marks[1]} in content %}}{strip}{{%- endif %}}",
                 f"{{%- if {marks[0]} not in content and {marks[1]} not in content %}}"
                 f"{{%- set content = {empty_thought} ~ content %}}{{%- endif %}}",
+                "{%- endif %}",
             ]
         lines += [
             self._jinja_slot(tokenizer, self.assistant, "content"),
@@ -286,11 +321,14 @@ class JinjaTemplate:
 
     Labels come from rendering message prefixes: the text of turn k must start with the text of
     turns < k. Templates that rewrite history (e.g. Qwen3's drops earlier thoughts) fail that
-    check with a clear error; name a built-in template for them.
+    check with a clear error; name a built-in template for them. Tool definitions, tool calls and
+    tool results must show up in what the Jinja renders (a probe checks once): a template that
+    drops them would train empty tool-call turns, so data with tools is refused instead.
     """
 
     name = "jinja"
     efficient_eos = False
+    preserve_thinking = False
 
     def __init__(self, tokenizer, enable_thinking: bool | None = True):
         if not getattr(tokenizer, "chat_template", None):
@@ -300,6 +338,7 @@ class JinjaTemplate:
             )
         self.enable_thinking = enable_thinking
         self.stop_words: tuple[str, ...] = ()
+        self._tool_support: dict[str, bool] | None = None
 
     def fix_tokenizer(self, tokenizer) -> None:
         if tokenizer.pad_token_id is None:
@@ -309,7 +348,7 @@ class JinjaTemplate:
         return [tokenizer.eos_token_id]
 
     @staticmethod
-    def _to_chat(messages, system, tools):
+    def _to_chat(messages, system):
         chat = [{"role": "system", "content": system}] if system else []
         for m in messages:
             if m["role"] == "observation":
@@ -322,14 +361,49 @@ class JinjaTemplate:
                 chat.append(dict(m))
         return chat
 
+    def _probe_tools(self, tokenizer) -> dict[str, bool]:
+        """Which of tool definitions, tool calls and tool results the Jinja renders at all."""
+        if self._tool_support is None:
+            tool = {"type": "function", "function": {"name": "probe_tool_x7", "description": "probe",
+                                                     "parameters": {"type": "object", "properties": {}}}}
+            call = {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "probe_call_x7", "arguments": "{}"}}]}
+            probes = {
+                "tool definitions": ([{"role": "user", "content": "q"}], [tool], "probe_tool_x7"),
+                "tool calls": ([{"role": "user", "content": "q"}, call], None, "probe_call_x7"),
+                "tool results": ([{"role": "user", "content": "q"}, call, {"role": "tool", "content": "probe_result_x7"}],
+                                 None, "probe_result_x7"),
+            }
+            self._tool_support = {}
+            for what, (chat, tools, needle) in probes.items():
+                try:
+                    text = tokenizer.apply_chat_template(chat, tools=tools, tokenize=False)
+                except Exception:  # a template that raises on tools cannot render them either
+                    text = ""
+                self._tool_support[what] = needle in text
+        return self._tool_support
+
+    def _check_tools(self, tokenizer, messages, tools) -> None:
+        used = {"tool definitions": bool(tools), "tool calls": any(m["role"] == "function" for m in messages),
+                "tool results": any(m["role"] == "observation" for m in messages)}
+        missing = [what for what, needed in used.items() if needed and not self._probe_tools(tokenizer)[what]]
+        if missing:
+            raise TemplateError(
+                f"`template` is unset and the tokenizer's chat template does not render {' or '.join(missing)}: "
+                f"tool-call turns would be trained empty. Set `template: {suggest_template(tokenizer)}` (a "
+                "built-in template renders tools in its `tool_format`)."
+            )
+
     def _render(self, tokenizer, chat, tools, generation: bool) -> str:
         return tokenizer.apply_chat_template(
             chat, tools=parse_tools(tools) if tools else None, tokenize=False,
             add_generation_prompt=generation, enable_thinking=self.enable_thinking,
         )
 
-    def encode_multiturn(self, tokenizer, messages, system=None, tools=None):
-        chat = self._to_chat(messages, system, tools)
+    def encode_multiturn(self, tokenizer, messages, system=None, tools=None, discard_history_thoughts=False):
+        """(prompt, response) ids per turn; the Jinja decides about thoughts, so the flag is unused."""
+        self._check_tools(tokenizer, messages, tools)
+        chat = self._to_chat(messages, system)
         offset = 1 if system else 0
         pairs, done = [], ""
         for i in range(0, len(messages), 2):
@@ -339,7 +413,7 @@ class JinjaTemplate:
                 raise TemplateError(
                     "The tokenizer's chat template does not keep earlier turns unchanged when a turn "
                     f"is added (turn {i // 2 + 1}), so labels cannot be derived from it. Set "
-                    "`template` to a built-in name (e.g. qwen3, qwen3_nothink, llama3)."
+                    f"`template: {suggest_template(tokenizer)}` (a built-in template)."
                 )
             pairs.append((
                 tokenizer.encode(prompt_text[len(done):], add_special_tokens=False),
@@ -348,12 +422,45 @@ class JinjaTemplate:
             done = full_text
         return pairs
 
+    def encode_oneturn(self, tokenizer, messages, system=None, tools=None):
+        """(prompt, response) ids: the generation prompt of all but the last message, and the rest."""
+        self._check_tools(tokenizer, messages, tools)
+        chat = self._to_chat(messages, system)
+        prompt_text = self._render(tokenizer, chat[:-1], tools, True)
+        full_text = self._render(tokenizer, chat, tools, False)
+        if not full_text.startswith(prompt_text):
+            raise TemplateError(
+                "The tokenizer's chat template renders a conversation that does not start with its own "
+                f"generation prompt, so labels cannot be derived from it. Set `template: "
+                f"{suggest_template(tokenizer)}` (a built-in template)."
+            )
+        return (tokenizer.encode(prompt_text, add_special_tokens=False),
+                tokenizer.encode(full_text[len(prompt_text):], add_special_tokens=False))
+
     def encode_prompt(self, tokenizer, messages, system=None, tools=None):
-        text = self._render(tokenizer, self._to_chat(messages, system, tools), tools, True)
+        self._check_tools(tokenizer, messages, tools)
+        text = self._render(tokenizer, self._to_chat(messages, system), tools, True)
         return tokenizer.encode(text, add_special_tokens=False)
 
     def render(self, tokenizer, messages, system=None, tools=None) -> str:
-        return self._render(tokenizer, self._to_chat(messages, system, tools), tools, False)
+        self._check_tools(tokenizer, messages, tools)
+        return self._render(tokenizer, self._to_chat(messages, system), tools, False)
+
+
+_FAMILY_MARKS = (("<|start_header_id|>", "llama3"), ("[INST]", "mistral"), ("<start_of_turn>", "gemma"),
+                 ("[gMASK]", "glm4"), ("<|im_sep|>", "phi4"), ("<｜User｜>", "deepseek3"))
+
+
+def suggest_template(tokenizer) -> str:
+    """The built-in template name that fits a tokenizer's chat template (for error messages)."""
+    text = getattr(tokenizer, "chat_template", None) or ""
+    text = text if isinstance(text, str) else ""
+    if "<|im_start|>" in text:
+        return "qwen3 (or qwen3_nothink)" if "<think>" in text else "qwen"
+    for mark, name in _FAMILY_MARKS:
+        if mark in text:
+            return name
+    return "<the built-in template of your model family; see docs/templates.md>"
 
 
 _CHATML_USER = ("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n",)
@@ -445,7 +552,8 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
 
 
 def get_template(name: str | None, tokenizer, *, default_system: str | None = None,
-                 enable_thinking: bool | None = True, tool_format: str | None = None):
+                 enable_thinking: bool | None = True, tool_format: str | None = None,
+                 preserve_thinking: bool = False):
     """Resolve a template by name (or the tokenizer's Jinja template when None) and fix the
     tokenizer's EOS/pad/stop tokens to match it."""
     if name is None:
@@ -460,7 +568,7 @@ def get_template(name: str | None, tokenizer, *, default_system: str | None = No
                 + f" Available: {', '.join(sorted(TEMPLATES))}."
             )
         template = TEMPLATES[name]
-        changes: dict[str, Any] = {"enable_thinking": enable_thinking}
+        changes: dict[str, Any] = {"enable_thinking": enable_thinking, "preserve_thinking": preserve_thinking}
         if default_system is not None:
             changes["default_system"] = default_system
         if tool_format is not None:
