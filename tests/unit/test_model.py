@@ -143,6 +143,31 @@ def test_dtype_attention_rope_and_checkpointing(tokenizer):
     assert model.is_activation_checkpointing and next(model.parameters()).dtype == torch.float32
     _, model = build(tokenizer, "disable_gradient_checkpointing=true")
     assert not model.is_activation_checkpointing
+
+
+@pytest.mark.parametrize(("kind", "cutoff", "expected"), [
+    ("linear", 4096, {"rope_type": "linear", "factor": 4.0}),
+    ("linear", 512, None),  # LLaMA-Factory: the cutoff fits the model's positions, so no scaling
+    ("yarn", 3000, {"rope_type": "yarn", "factor": 3.0, "original_max_position_embeddings": 1024}),
+    ("llama3", 2048, {"rope_type": "llama3", "factor": 2.0, "original_max_position_embeddings": 1024,
+                      "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+    ("dynamic", None, {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 1024}),
+])
+def test_rope_scaling_follows_llamafactory(tokenizer, kind, cutoff, expected):
+    from transformers import AutoConfig
+
+    from alignlab.model.loader import _rope_scaling
+
+    config = AutoConfig.from_pretrained(TINY)
+    assert config.max_position_embeddings == 1024
+    before = dict(config.rope_parameters or {})
+    cfg = load_config([f"model_name_or_path={TINY}", f"rope_scaling={kind}"])
+    _rope_scaling(config, cfg.model, cutoff)
+    if expected is None:
+        assert dict(config.rope_parameters or {}) == before and config.max_position_embeddings == 1024
+    else:
+        assert expected.items() <= dict(config.rope_parameters).items()
+        assert config.max_position_embeddings == 1024 * expected["factor"]
     _, model = build(tokenizer, "pure_bf16=true", "bf16=true")
     assert next(model.parameters()).dtype == torch.bfloat16
     _, model = build(tokenizer, trainable=False)

@@ -45,17 +45,29 @@ def _attention(model_args) -> str | None:
 
 
 def _rope_scaling(config, model_args, cutoff_len: int | None) -> None:
+    """LLaMA-Factory's rule: training (cutoff_len given) scales by ceil(cutoff_len / max length) and only
+    when cutoff_len exceeds it; inference scales by 2."""
     if not model_args.rope_scaling:
         return
-    current = getattr(config, "max_position_embeddings", None)
-    factor = float(math.ceil(cutoff_len / current)) if cutoff_len and current and cutoff_len > current else 2.0
-    params = dict(getattr(config, "rope_parameters", None) or {})
+    params = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    current = params.get("original_max_position_embeddings") or getattr(config, "max_position_embeddings", None)
+    if not current:
+        logger.warning("`rope_scaling` ignored: the model config has no max_position_embeddings.")
+        return
+    if cutoff_len is not None:
+        if cutoff_len <= current:
+            logger.warning("`rope_scaling` disabled: cutoff_len %d fits the model's %d positions.", cutoff_len, current)
+            return
+        factor = float(math.ceil(cutoff_len / current))
+    else:
+        factor = 2.0
     params.update({"rope_type": model_args.rope_scaling, "factor": factor})
-    if model_args.rope_scaling in ("yarn", "llama3"):
+    if model_args.rope_scaling in ("dynamic", "yarn", "llama3"):
         params["original_max_position_embeddings"] = current
+    if model_args.rope_scaling == "llama3":
+        params.update(low_freq_factor=1.0, high_freq_factor=4.0)
     config.rope_parameters = params
-    if current:
-        config.max_position_embeddings = int(current * factor)
+    config.max_position_embeddings = int(current * factor)
     logger.info("RoPE scaling %s with factor %.1f", model_args.rope_scaling, factor)
 
 
