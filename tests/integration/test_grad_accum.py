@@ -11,7 +11,7 @@ from alignlab.train import run_train
 from tests.conftest import read_jsonl
 
 CASES = [("sft", "demo_sft", None), ("pt", "demo_pt", None), ("rm", "demo_pref", None), ("kto", "demo_kto", None)]
-CASES += [("dpo", "demo_pref", loss) for loss in ("sigmoid", "hinge", "ipo", "orpo", "simpo")]
+CASES += [("dpo", "demo_pref", loss) for loss in ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo")]
 
 
 def one_step(base, out, stage, dataset, pref_loss, batch, accumulation):

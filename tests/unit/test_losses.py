@@ -52,6 +52,18 @@ def test_dpo_label_smoothing_hinge_ipo():
     assert close(loss, 12.25)  # (1.5 - 1 / (2 * 0.1))^2 = (-3.5)^2
 
 
+def test_dpo_kto_pair():
+    # chosen ratios +1, +2 (KL_c = 1.5); rejected ratios -0.5, +1.5 (KL_r = 0.5); beta 0.1
+    loss, _ = dpo_loss(t([-1.0, -1.0]), t([-3.0, -1.0]), t([-2.0, -3.0]), t([-2.5, -2.5]), 0.1, "kto_pair")
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    chosen = [1 - sig(0.1 * (1 - 0.5)), 1 - sig(0.1 * (2 - 0.5))]
+    rejected = [1 - sig(0.1 * (1.5 + 0.5)), 1 - sig(0.1 * (1.5 - 1.5))]
+    assert close(loss, sum(chosen + rejected) / 4)
+    # negative mean ratios clamp the KL baselines at 0
+    loss, _ = dpo_loss(t([-3.0]), t([-3.0]), t([-2.0]), t([-2.0]), 0.1, "kto_pair")
+    assert close(loss, ((1 - sig(-0.1)) + (1 - sig(0.1))) / 2)
+
+
 def test_rewards_accuracies_is_share_of_positive_margins():
     _, m = dpo_loss(t([-1.0, -2.0, -1.0]), t([-2.0, -1.0, -1.0]), t([0.0, 0.0, 0.0]), t([0.0, 0.0, 0.0]), 1.0)
     assert close(m["rewards/accuracies"], 1 / 3)  # +1, -1, 0: only the first margin is positive
@@ -99,7 +111,7 @@ def test_sequence_logps_sum_average_and_length_desensitised():
     assert close(ld, math.log(0.5) + 0.5 * 2 * math.log(0.5))
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo", "kto_pair"])
 def test_dpo_loss_has_gradients(loss_type):
     pc = t([-1.0], requires_grad=True)
     loss, _ = dpo_loss(pc, t([-3.0]), t([-2.0]), t([-2.5]), 0.1, loss_type=loss_type)

@@ -51,9 +51,11 @@ def pairwise_reward_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Ten
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
-    """DPO-family losses with a reference: sigmoid (with robust label smoothing), hinge, ipo.
+    """DPO-family losses with a reference: sigmoid (with robust label smoothing), hinge, ipo, kto_pair.
 
-    logits = (pi_c - pi_r) - (ref_c - ref_r); rewards = beta * (pi - ref).
+    logits = (pi_c - pi_r) - (ref_c - ref_r); rewards = beta * (pi - ref). kto_pair (TRL's DPO-trainer
+    form, which LLaMA-Factory uses): KL_c = max(0, mean(pi_c - ref_c)), KL_r likewise; losses
+    1 - sigmoid(beta * ((pi_c - ref_c) - KL_r)) and 1 - sigmoid(beta * (KL_c - (pi_r - ref_r))), averaged.
     """
     logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     if loss_type == "sigmoid":
@@ -63,6 +65,11 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
         losses = torch.relu(1 - beta * logits)
     elif loss_type == "ipo":
         losses = (logits - 1 / (2 * beta)) ** 2
+    elif loss_type == "kto_pair":
+        chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
+        chosen_kl, rejected_kl = chosen_ratio.mean().clamp(min=0), rejected_ratio.mean().clamp(min=0)
+        losses = torch.cat([1 - torch.sigmoid(beta * (chosen_ratio - rejected_kl)),
+                            1 - torch.sigmoid(beta * (chosen_kl - rejected_ratio))])
     else:
         raise ValueError(f"Unknown DPO loss type {loss_type!r}")
     chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
