@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     from .eval.mcq import TaskError
     from .model.loader import ModelError
     from .train.online import NonFiniteError
-    from .train.trainer import NonFiniteLossError
+    from .train.trainer import CheckpointSaveError, NonFiniteLossError
 
     try:
         if command == "version":
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "compare":
             return _compare(rest)
     except (ConfigError, DataError, TemplateError, TaskError, ModelError, NonFiniteLossError, NonFiniteError,
-            NotImplementedError) as e:
+            CheckpointSaveError, NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1
     print(f"alignlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

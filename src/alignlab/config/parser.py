@@ -11,6 +11,7 @@ import difflib
 import enum
 import json
 import logging
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class Config:
     evaluation: EvaluationArguments
     training: Any | None  # transformers.Seq2SeqTrainingArguments, built only for `train`
     resolved: dict[str, Any]  # every key the user set, after overrides, typed
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> file or "the command line"
 
 
 def _training_class():
@@ -229,9 +231,63 @@ def _check_unknown(raw: dict[str, Any], keys: dict[str, Any], source: str) -> No
                               "Run `alignlab train --help` for the list of keys.")
 
 
+# key -> (test of the value, the allowed range in words); checked before anything loads.
+RANGES = {
+    "cutoff_len": (lambda v: v > 0, "a positive number of tokens"),
+    "max_samples": (lambda v: v is None or v > 0, "a positive number of rows (or unset for all)"),
+    "lora_rank": (lambda v: v >= 1, "an integer >= 1"),
+    "lora_alpha": (lambda v: v is None or v > 0, "a positive number"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "pref_beta": (lambda v: v > 0, "a number > 0"),
+    "pref_ftx": (lambda v: v >= 0, "a number >= 0"),
+    "kto_chosen_weight": (lambda v: v >= 0, "a number >= 0"),
+    "kto_rejected_weight": (lambda v: v >= 0, "a number >= 0"),
+    "ppo_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "ppo_buffer_size": (lambda v: v >= 1, "an integer >= 1"),
+    "grpo_group_size": (lambda v: v >= 2, "an integer >= 2 (advantages compare samples of one prompt)"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "learning_rate": (lambda v: v >= 0, "a number >= 0"),
+    "num_train_epochs": (lambda v: v >= 0, "a number >= 0"),
+    "max_new_tokens": (lambda v: v >= 1, "an integer >= 1"),
+    "temperature": (lambda v: v >= 0, "a number >= 0"),
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+}
+
+
+def _bad_value(key: str, value: Any, allowed: str, sources: dict[str, str]) -> ConfigError:
+    where = sources.get(key)
+    return ConfigError(f"`{key}: {value}`{f' (in {where})' if where else ''} is out of range: use {allowed}.")
+
+
+def _check_ranges(values: dict[str, Any], sources: dict[str, str]) -> None:
+    for key, (ok, allowed) in RANGES.items():
+        if key in values and not ok(values[key]):
+            raise _bad_value(key, values[key], allowed, sources)
+
+
+def _check_training(cfg: Config) -> None:
+    t = cfg.training
+    if t is None:
+        return
+    if t.do_train and t.max_steps <= 0 and t.num_train_epochs <= 0:
+        raise _bad_value("num_train_epochs", t.num_train_epochs, "a number > 0, or set `max_steps`", cfg.sources)
+    out = Path(t.output_dir)
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"`output_dir` {out} is a file, not a folder: choose another `output_dir`.")
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK)):
+        raise ConfigError(f"`output_dir` {out} cannot be created or written ({existing} is "
+                          f"{'a file' if not existing.is_dir() else 'not writable'}): choose another `output_dir`.")
+
+
 def validate(cfg: Config) -> None:
     """Cross-argument checks and derived defaults (LLaMA-Factory's rules where it has them)."""
     m, d, f = cfg.model, cfg.data, cfg.finetuning
+    _check_ranges({k: getattr(g, k) for g in (m, d, f, cfg.generating) for k in RANGES if hasattr(g, k)},
+                  cfg.sources)
+    _check_training(cfg)
     if m.quantization_bit is not None:
         if m.quantization_bit not in (4, 8):
             raise ConfigError("`quantization_bit` must be 4 or 8.")
@@ -279,13 +335,16 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
     path, overrides = split_argv(argv)
     keys = known_keys(with_training=True)
     raw: dict[str, Any] = dict(defaults or {})
+    sources: dict[str, str] = {}
     if path:
         from_file = _translate_legacy(read_config_file(path))
         _check_unknown(from_file, keys, path)
         raw.update(from_file)
+        sources.update(dict.fromkeys(from_file, path))
     overrides = _translate_legacy(overrides)
     _check_unknown(overrides, keys, "command-line overrides")
     raw.update(overrides)
+    sources.update(dict.fromkeys(overrides, "the command line"))
 
     typed: dict[str, Any] = {}
     for key, value in raw.items():
@@ -296,6 +355,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         names = _fields_of(cls)
         groups[cls] = cls(**{k: v for k, v in typed.items() if k in names})
     training = None
+    _check_ranges(typed, sources)  # before transformers sees them (GA 0 is a ZeroDivisionError there)
     if with_training:
         cls = _training_class()
         names = _fields_of(cls)
@@ -330,6 +390,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         evaluation=groups[EvaluationArguments],
         training=training,
         resolved=typed,
+        sources=sources,
     )
     validate(cfg)
     return cfg

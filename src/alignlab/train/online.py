@@ -24,6 +24,7 @@ import torch
 
 from .callbacks import LOG_NAME, _hms, read_log
 from .plots import plot_metrics
+from .trainer import is_write_error, saving_failed
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +186,18 @@ class OnlineRun:
     def save(self, target: Path) -> None:
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
-        for module in self.extra_modules.values():
-            module.save(tmp)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "step": self.step, "state": self.state, "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp / "online_state.pt")
+        try:
+            tmp.mkdir(parents=True)
+            self.model.save_pretrained(tmp)
+            for module in self.extra_modules.values():
+                module.save(tmp)
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "step": self.step, "state": self.state, "torch_rng": torch.get_rng_state(),
+                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp / "online_state.pt")
+        except (OSError, RuntimeError) as e:
+            if not is_write_error(e):
+                raise
+            raise saving_failed(e, str(tmp), str(self.out)) from None
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
 

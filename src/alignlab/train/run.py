@@ -139,12 +139,14 @@ def run_train(cfg) -> RunResult:
 
     from ..data import get_dataset, get_template
     from ..model import load_tokenizer
+    from ..model.tokenizer import resolve_model_paths
 
     stage = cfg.finetuning.stage
     if stage not in STAGES:
         raise NotImplementedError(f"stage {stage!r} is not available yet in this version; available: "
                                   f"{', '.join(STAGES)}.")
     training = cfg.training
+    resolve_model_paths(cfg.model)  # before the run folder is compared: an adapter given as the model
     if training.do_train and check_run_folder(cfg):
         logger.warning("%s already holds this run, finished: nothing to train (set `overwrite_output_dir: true` "
                        "to train it again).", training.output_dir)

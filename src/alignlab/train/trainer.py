@@ -39,10 +39,45 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; training stops and the last checkpoint stays usable."""
 
 
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); the half-written one is removed."""
+
+
+def is_write_error(error: Exception) -> bool:
+    """OSError, or torch.save's RuntimeError from its zip writer (how a full disk shows up there)."""
+    return isinstance(error, OSError) or "inline_container" in str(error) or "write" in str(error).lower()
+
+
+def saving_failed(error: Exception, partial: str, output_dir: str) -> CheckpointSaveError:
+    """Remove the half-written `partial` folder; the error names the cause and the last good checkpoint."""
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    shutil.rmtree(partial, ignore_errors=True)
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    return CheckpointSaveError(
+        f"Could not save {os.path.basename(partial)} ({getattr(error, 'strerror', None) or error}; is the disk "
+        "full?); it was removed and the last "
+        f"complete checkpoint is {os.path.basename(last) if last else 'none'} in {output_dir}. Free disk space "
+        "(or raise `save_steps`, set `save_total_limit`) and run the same command again to resume.")
+
+
 class AlignTrainer(Trainer):
     def __init__(self, *args, finetuning_args=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.finetuning_args = finetuning_args
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as e:
+            if not is_write_error(e):
+                raise
+            raise saving_failed(e, folder, self.args.output_dir) from None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward as usual, then refuse to continue when the loss or any gradient is
