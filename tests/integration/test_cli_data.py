@@ -47,7 +47,7 @@ def test_validate_exit_codes_and_row_errors(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"instruction": "q", "output": "a"}\n{"instruction": 5}\n')
     out = run("data", "validate", "dataset=broken", f"dataset_dir={tmp_path}")
     assert out.returncode == 1
-    assert "broken: ERRORS: 1 rows ok, 0 skipped, 1 with errors" in out.stdout
+    assert "broken: ERRORS: 1 rows ok, 0 dropped, 1 with errors" in out.stdout
     assert "b.jsonl, row 1: column 'instruction' must be text" in out.stdout
     assert run("data", "validate", "dataset=demo_sft,demo_pref", "stage=sft").returncode == 1  # pref has no answer
     assert run("data", "validate", "dataset=demo_sft,demo_kto").returncode == 0
@@ -59,3 +59,19 @@ def test_unknown_key_is_one_clear_message():
     assert out.stderr.strip().splitlines()[-1:] == [
         "alignlab data: Unknown config key `templte` (in command-line overrides). Did you mean: template? "
         "Run `alignlab train --help` for the list of keys."]
+
+
+def test_validate_and_training_print_the_same_drop_report(tmp_path, base_model_dir):
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(120)]
+    del rows[7]["output"], rows[19]["output"]
+    rows[44]["instruction"] = None
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"name": {"file_name": "rows.json"}}))
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    line = "dropped 3 of 120 rows of `name`: 2 missing `output` (rows 7, 19), 1 null `instruction` (row 44)"
+    out = run("data", "validate", "dataset=name", f"dataset_dir={tmp_path}")
+    assert out.returncode == 0 and line in out.stdout.splitlines()[1]
+    train = run("train", f"model_name_or_path={base_model_dir}", "dataset=name", f"dataset_dir={tmp_path}",
+                "template=qwen3_nothink", "cutoff_len=32", "max_steps=1", "per_device_train_batch_size=2",
+                f"output_dir={tmp_path / 'run'}", "report_to=none")
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert line in train.stderr

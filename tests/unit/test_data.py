@@ -18,7 +18,7 @@ from alignlab.data.encode import (
     greedy_knapsack,
     infer_seqlen,
 )
-from alignlab.data.loader import mix
+from alignlab.data.loader import kl_partners, mix
 
 ROWS = [{"instruction": f"q{i}", "input": "ctx" if i == 0 else "", "output": f"a{i}"} for i in range(4)]
 
@@ -217,10 +217,11 @@ def test_stage_encodings_on_demo_data(tokenizer):
     cfg = load_config(["dataset=demo_kto", "max_samples=3"])
     kto = get_dataset(cfg.data, "kto", tokenizer, t).train
     assert kto[0]["kto_tags"] is True and kto[1]["kto_tags"] is False
-    # the KL example pairs prompt 0 with the answer of example 1
-    answer_1 = [x for x, lab in zip(kto[1]["input_ids"], kto[1]["labels"]) if lab != IGNORE_INDEX]
-    kl_0 = [x for x, lab in zip(kto[0]["kl_input_ids"], kto[0]["kl_labels"]) if lab != IGNORE_INDEX]
-    assert kl_0 == answer_1
+    # the KL example pairs prompt 1 with the answer of example 0, prompt 0 with the last answer (LLaMA-Factory/TRL)
+    answer = [[x for x, lab in zip(r["input_ids"], r["labels"]) if lab != IGNORE_INDEX] for r in kto]
+    kl = [[x for x, lab in zip(r["kl_input_ids"], r["kl_labels"]) if lab != IGNORE_INDEX] for r in kto]
+    assert kl == [answer[2], answer[0], answer[1]]
+    assert kl_partners(5, 2) == [1, 0, 3, 2, 4]  # shifted within each preprocessing batch
 
     cfg = load_config(["dataset=demo_prompts", "max_samples=2"])
     prompts = get_dataset(cfg.data, "ppo", tokenizer, t).train
@@ -266,3 +267,162 @@ def test_dataset_that_cannot_serve_the_stage_is_named(tokenizer, stage, dataset,
     t = get_template("qwen3_nothink", tokenizer)
     with pytest.raises(DataError, match=message):
         get_dataset(load_config([f"dataset={dataset}", "max_samples=4"]).data, stage, tokenizer, t)
+
+
+# ---- issue 14: conversion as LLaMA-Factory 0.9.5, one drop report for validate and training ----------
+
+
+def encoded(d, name, stage, tokenizer, template="qwen3_nothink", **kw):
+    return get_dataset(data_args(d, dataset=name, **kw), stage, tokenizer, get_template(template, tokenizer))
+
+
+def test_partial_columns_mean_unmapped_columns_are_absent(tmp_path):
+    rows = [{"instruction": "q", "input": "ctx", "output": "a", "system": "s"}]
+    d = make_dir(tmp_path, {"partial": {"file_name": "r.json", "columns": {"prompt": "instruction", "response": "output"}},
+                            "defaults": {"file_name": "r.json"}}, {"r.json": rows})
+    (ex,) = examples(d, "partial")
+    assert ex.prompt == [{"role": "user", "content": "q"}] and ex.system == ""  # `input` is not mapped: absent
+    (ex,) = examples(d, "defaults")
+    assert ex.prompt == [{"role": "user", "content": "q\nctx"}]
+
+
+def test_empty_instruction_with_input_adds_no_newline(tmp_path):
+    d = make_dir(tmp_path, {"a": {"file_name": "a.json"}}, {"a.json": [{"instruction": "", "input": "ctx", "output": "x"}]})
+    (ex,) = examples(d, "a")
+    assert ex.prompt == [{"role": "user", "content": "ctx"}]
+
+
+def test_tags_without_system_tag_leave_a_system_message_unmapped(tmp_path):
+    rows = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    d = make_dir(tmp_path, {"k": {"file_name": "k.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
+                                  "tags": tags}}, {"k.json": rows})
+    report = SkipReport()
+    (ex,) = load_examples(data_args(d), "k", 0, report, kind="sft")
+    assert ex.system == "" and ex.row == 1
+    assert report.summary() == ("dropped 1 of 2 rows of `k`: 1 broken role alternation (message 0 is 'system', "
+                                "expected user or observation) (row 0)")
+
+
+def test_openai_parallel_tool_results_are_one_observation_turn(tmp_path, tokenizer):
+    rows = [{"messages": [
+        {"role": "user", "content": "Sizes for 95 and 120 cm?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "size", "arguments": {"height": 95}}},
+            {"type": "function", "function": {"name": "size", "arguments": {"height": 120}}}]},
+        {"role": "tool", "content": "100"}, {"role": "tool", "content": "130"},
+        {"role": "assistant", "content": "100 and 130."}]}]
+    d = make_dir(tmp_path, {"o": {"file_name": "o.json", "formatting": "openai"}}, {"o.json": rows})
+    (ex,) = examples(d, "o")
+    assert [m["role"] for m in ex.prompt] == ["user", "function", "observation"]
+    t = get_template("qwen3_nothink", tokenizer)
+    (_, calls), (results, answer) = t.encode_multiturn(tokenizer, ex.prompt + ex.response)
+    assert tokenizer.decode(calls) == ('<tool_call>\n{"name": "size", "arguments": {"height": 95}}\n</tool_call>\n'
+                                       '<tool_call>\n{"name": "size", "arguments": {"height": 120}}\n</tool_call>'
+                                       '<|im_end|>\n')
+    assert tokenizer.decode(results) == ("<|im_start|>user\n<tool_response>\n100\n</tool_response>\n<tool_response>\n"
+                                         "130\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_packing_cuts_each_example_to_cutoff_len_minus_one(tmp_path, tokenizer):
+    rows = [{"instruction": "q" * 5, "output": "long " * 40}, {"instruction": "q", "output": "short"}]
+    d = make_dir(tmp_path, {"a": {"file_name": "a.json"}}, {"a.json": rows})
+    packed = encoded(d, "a", "sft", tokenizer, cutoff_len=32, packing="true").train
+    alone = encoded(d, "a", "sft", tokenizer, cutoff_len=31).train
+    assert max(len(r["input_ids"]) for r in packed) == 31  # LLaMA-Factory: cutoff_len - 1, padded to cutoff_len
+    assert sorted(map(tuple, packed["input_ids"])) == sorted(map(tuple, alone["input_ids"]))
+
+
+def test_max_samples_counts_rows_not_usable_rows(tmp_path, tokenizer):
+    rows = [{"instruction": "q0"}, {"instruction": "q1", "output": "a1"}, {"instruction": "q2"},
+            {"instruction": "q3", "output": "a3"}, {"instruction": "q4", "output": "a4"}]
+    d = make_dir(tmp_path, {"a": {"file_name": "a.json"}}, {"a.json": rows})
+    data = encoded(d, "a", "sft", tokenizer, max_samples=3)
+    assert len(data.train) == 1
+    assert data.report.summary() == "dropped 2 of 3 rows of `a`: 2 missing `output` (rows 0, 2)"
+
+
+def test_ppo_prompt_budget_counts_the_template_encoded_answer(tmp_path, tokenizer):
+    question, reference = "How tall? " * 30, "110 cm."
+    d = make_dir(tmp_path, {"a": {"file_name": "a.json"}}, {"a.json": [{"instruction": question, "output": reference}]})
+    t = get_template("qwen3", tokenizer)
+    full = t.encode_prompt(tokenizer, [{"role": "user", "content": question}])
+    answer = tokenizer.encode("<think>\n\n</think>\n\n" + reference + "<|im_end|>\n", add_special_tokens=False)
+    row = encoded(d, "a", "ppo", tokenizer, template="qwen3", cutoff_len=64).train[0]
+    assert len(row["input_ids"]) == 64 - len(answer) < 64 - len(tokenizer.encode(reference))
+    assert row["input_ids"] == full[-len(row["input_ids"]):]  # the end is kept: the assistant header
+    assert tokenizer.decode(row["input_ids"]).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(row["labels"]) == reference
+
+
+def test_llama3_pretraining_documents_end_with_end_of_text(tmp_path, tokenizer):
+    tokenizer.add_special_tokens({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+                                  "additional_special_tokens": ["<|eot_id|>", "<|eom_id|>"]})
+    d = make_dir(tmp_path, {"t": {"file_name": "t.txt", "columns": {"prompt": "text"}}}, {"t.txt": "one\ntwo\n"})
+    rows = encoded(d, "t", "pt", tokenizer, template="llama3", packing="false").train
+    assert tokenizer.eos_token == "<|eot_id|>"  # the template's turn end became EOS ...
+    assert [tokenizer.decode(r["input_ids"]) for r in rows] == ["one<|end_of_text|>", "two<|end_of_text|>"]  # ... not the document end
+    rows = encoded(d, "t", "pt", tokenizer, template="qwen3_nothink", packing="false").train
+    assert [tokenizer.decode(r["input_ids"]) for r in rows] == ["one<|im_end|>", "two<|im_end|>"]
+
+
+def test_validate_and_training_drop_the_same_rows_with_one_report(tmp_path, tokenizer):
+    from alignlab.data.inspect import validate
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(120)]
+    del rows[7]["output"], rows[19]["output"]
+    rows[44]["instruction"] = None
+    rows[50]["input"] = None  # a null optional column is harmless
+    d = make_dir(tmp_path, {"name": {"file_name": "rows.json"}}, {"rows.json": rows})
+    line = "dropped 3 of 120 rows of `name`: 2 missing `output` (rows 7, 19), 1 null `instruction` (row 44)"
+    report, ok = validate(data_args(d), ["name"], None)
+    assert ok and report.splitlines() == ["name: ok: 117 rows ok, 3 dropped, 0 with errors (as sft data)", "  " + line]
+    report, ok = validate(data_args(d), ["name"], "sft")
+    assert line in report
+    data = encoded(d, "name", "sft", tokenizer)
+    assert len(data.train) == 117 and data.report.summary() == line
+    again = encoded(d, "name", "sft", tokenizer)
+    assert again.from_cache and again.report.summary() == line  # a cached run shows the same report
+
+
+@pytest.mark.parametrize("name, content", [
+    ("rows.json", '[{"instruction": "q", "output": "a"},\n {"instruction": "caf\xe9", "output": "b"}]'),
+    ("rows.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": "b"}\n'),
+    ("rows.csv", "instruction,output\nq,a\ncaf\xe9,b\n"),
+    ("rows.txt", "first line\ncaf\xe9\n"),
+])
+def test_a_file_that_is_not_utf8_names_the_file_and_line(tmp_path, tokenizer, name, content):
+    from alignlab.data.inspect import validate
+
+    entry = {"file_name": name, **({"columns": {"prompt": "text"}} if name.endswith(".txt") else {})}
+    d = make_dir(tmp_path, {"latin": entry}, {name: content.encode("latin-1")})
+    line = 3 if name == "rows.csv" else 2
+    message = rf"'latin': .*{name} is not UTF-8 text: line {line}, column \d+ has byte 0xe9"
+    with pytest.raises(DataError, match=message):
+        encoded(d, "latin", "sft" if not name.endswith(".txt") else "pt", tokenizer)
+    report, ok = validate(data_args(d), ["latin"], None)
+    assert not ok and f"is not UTF-8 text: line {line}" in report
+
+
+@pytest.mark.parametrize("name, content", [("e.json", "[]"), ("e.jsonl", ""), ("e.csv", "instruction,output\n")])
+def test_an_empty_dataset_is_an_error_for_training_and_validate(tmp_path, tokenizer, name, content):
+    from alignlab.data.inspect import validate
+
+    d = make_dir(tmp_path, {"empty": {"file_name": name}}, {name: content})
+    with pytest.raises(DataError, match=rf"Dataset 'empty' has no rows: .*{name} holds none"):
+        encoded(d, "empty", "sft", tokenizer)
+    report, ok = validate(data_args(d), ["empty"], None)
+    assert not ok and "empty: ERRORS: 0 rows ok" in report and "has no rows" in report
+
+
+def test_multimodal_columns_are_an_error_not_a_silent_drop(tmp_path):
+    rows = [{"instruction": "q", "output": "a", "images": []},
+            {"instruction": "Describe <image>", "output": "a cat", "images": ["cat.png"]}]
+    d = make_dir(tmp_path, {"mapped": {"file_name": "r.json", "columns": {"prompt": "instruction", "videos": "clips"}},
+                            "unmapped": {"file_name": "r.json"}}, {"r.json": rows})
+    with pytest.raises(DataError, match="maps `videos` in `columns`: multimodal data is not supported"):
+        examples(d, "mapped")
+    with pytest.raises(DataError, match=r"r.json, row 1: column 'images' holds images: multimodal data is not supported"):
+        examples(d, "unmapped")

@@ -339,3 +339,31 @@ def test_jinja_template_multiturn_equals_builtin_when_prefixes_hold(tokenizer):
     jinja = get_template(None, tokenizer)
     builtin = get_template("qwen3_nothink", tokenizer)
     assert jinja.encode_multiturn(tokenizer, CHAT, SYSTEM) == builtin.encode_multiturn(tokenizer, CHAT, SYSTEM)
+
+
+def test_template_unset_refuses_tool_data_its_jinja_does_not_render(tokenizer):
+    """A tokenizer template that ignores tool calls would train empty tool-call turns: refuse, naming the template."""
+    qwen3_jinja = get_template(None, tokenizer)
+    prompt, response = qwen3_jinja.encode_oneturn(tokenizer, TOOL_CHAT[:2], None, json.dumps(TOOLS))
+    assert '<tool_call>\n{"name": "get_size", "arguments": {"height": 105}}\n</tool_call>' in tokenizer.decode(response)
+    assert '"name": "get_size"' in tokenizer.decode(prompt)  # Qwen3's own Jinja renders tools: accepted
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    plain = get_template(None, tokenizer)
+    assert plain.encode_multiturn(tokenizer, CHAT[:2]) == get_template("qwen3_nothink", tokenizer).encode_multiturn(
+        tokenizer, CHAT[:2])  # plain chat still works
+    with pytest.raises(TemplateError, match=r"does not render tool calls: tool-call turns would be trained empty. "
+                                            r"Set `template: qwen`"):
+        plain.encode_multiturn(tokenizer, TOOL_CHAT)
+    with pytest.raises(TemplateError, match="does not render tool definitions"):
+        plain.encode_prompt(tokenizer, CHAT[:1], tools=json.dumps(TOOLS))
+
+
+def test_empty_tool_list_renders_no_system_turn_as_qwen3_jinja(tokenizer):
+    """A documented difference: LLaMA-Factory 0.9.5 renders an empty system turn for `tools: "[]"`;
+    Qwen3's published template (and alignlab) render none."""
+    t = get_template("qwen3", tokenizer)
+    ours = tokenizer.decode(t.encode_prompt(tokenizer, CHAT[:1], tools="[]"))
+    assert ours == tokenizer.apply_chat_template(CHAT[:1], tools=[], tokenize=False, add_generation_prompt=True)
+    assert ours == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"

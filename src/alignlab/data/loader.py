@@ -197,8 +197,19 @@ def _encode_chunk(examples: list[Example], kind: str, template, tokenizer, opt: 
     return out
 
 
+def kl_partners(n: int, batch_size: int) -> list[int]:
+    """KTO's KL pairs: example i takes the answer of example i - 1, the first of each preprocessing
+    batch the last of its batch (LLaMA-Factory's and TRL's shift, batch by batch)."""
+    partners = []
+    for i in range(n):
+        start = i - i % batch_size
+        partners.append(i - 1 if i > start else min(start + batch_size, n) - 1)
+    return partners
+
+
 def encode_examples(examples: list[Example], kind: str, template, tokenizer, opt: EncodeOptions,
-                    num_workers: int | None, report: SkipReport, packing: bool) -> list[dict]:
+                    num_workers: int | None, report: SkipReport, packing: bool,
+                    batch_size: int = 1000) -> list[dict]:
     """Encode (in parallel when asked), and pack or chunk.
 
     Packed sft examples are cut to `cutoff_len - 1` tokens and packed into rows of as many, as
@@ -207,9 +218,8 @@ def encode_examples(examples: list[Example], kind: str, template, tokenizer, opt
     if kind == "sft" and packing:
         opt = replace(opt, cutoff_len=opt.cutoff_len - 1)
     kl_answers = None
-    if kind == "feedback":  # each prompt is paired with the answer of the next example
-        kl_answers = [examples[(i + 1) % len(examples)].response[0] if examples[(i + 1) % len(examples)].response
-                      else {"role": "assistant", "content": ""} for i in range(len(examples))]
+    if kind == "feedback":
+        kl_answers = [examples[j].response[0] for j in kl_partners(len(examples), batch_size)]
     workers = min(num_workers or 1, max(1, len(examples) // 256))
     if workers > 1:
         size = math.ceil(len(examples) / (workers * 4))
@@ -274,6 +284,7 @@ def cache_key(data_args, stage: str, tokenizer, template, seed: int) -> str:
         "options": {k: getattr(data_args, k) for k in (
             "dataset", "eval_dataset", "cutoff_len", "train_on_prompt", "mask_history", "mix_strategy",
             "interleave_probs", "max_samples", "val_size", "packing", "neat_packing", "default_system",
+            "preprocessing_batch_size",
             "enable_thinking", "preserve_thinking", "tool_format")},
         "seed": seed,
     }
@@ -349,7 +360,8 @@ def get_dataset(data_args, stage: str, tokenizer, template, seed: int = 42) -> E
         if examples:
             rows = encode_examples(examples, kind, template, tokenizer, opt,
                                    data_args.preprocessing_num_workers, report,
-                                   packing=bool(data_args.packing) and split == "train")
+                                   packing=bool(data_args.packing) and split == "train",
+                                   batch_size=data_args.preprocessing_batch_size)
             if not rows:
                 raise DataError(f"No {split} example survived encoding.\n{report.summary()}")
             splits[split] = Dataset.from_list(rows)
