@@ -154,3 +154,26 @@ def test_parallel_qwen_tool_calls():
     calls = [("a", '{"x": 1}'), ("b", '{"y": "二"}')]
     assert extract_function_calls("qwen", format_function_calls("qwen", calls)) == calls
     assert extract_function_calls("qwen", "<tool_call>\nnot json\n</tool_call>") is None
+
+
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=10, do_sample=False, logprobs=3),
+                                    SamplingParams(max_new_tokens=10, temperature=2.0, seed=5, logprobs=2)])
+def test_logprobs_are_the_models_own_log_probabilities(engine, params):
+    prompt, other = prompts_of(engine)[:2]
+    engine.submit(other, SamplingParams(max_new_tokens=10, do_sample=False), lambda e: None)  # shares the batch
+    events = list(engine.stream(prompt, params))
+    entries = [e for event in events for e in event.logprobs]
+    ids = [e.token_id for e in entries]
+    assert len(ids) == events[-1].completion_tokens == 10
+    assert engine.tokenizer.decode(ids, skip_special_tokens=True) == "".join(e.delta for e in events)
+    with torch.no_grad():  # one forward over prompt + answer: the distribution each token was drawn from
+        logits = engine.model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1].float()
+    expected = logits.log_softmax(-1)  # before temperature: the model's probabilities, as OpenAI reports them
+    for k, entry in enumerate(entries):
+        assert entry.logprob == pytest.approx(expected[k, entry.token_id].item(), abs=1e-4)
+        top = expected[k].topk(params.logprobs)
+        assert [t for t, _ in entry.top] == top.indices.tolist()
+        assert [lp for _, lp in entry.top] == pytest.approx(top.values.tolist(), abs=1e-4)
+    if not params.do_sample:
+        assert all(e.token_id == e.top[0][0] for e in entries)
+    assert all(event.logprobs is None for event in engine.stream(prompt, SamplingParams(max_new_tokens=3)))

@@ -2,14 +2,22 @@
 
 Routes: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/score/evaluation
 (reward models, LLaMA-Factory's shape), GET /health. Errors use OpenAI's body
-`{"error": {"message", "type", "param", "code"}}`; a client that disconnects mid-stream has its
-sequences cancelled, which frees their batch slots.
+`{"error": {"message", "type", "param", "code"}}`; a field the server cannot follow is such a 400
+naming the field, never silently ignored. A client that disconnects, streaming or not, has its
+sequences cancelled, which frees their batch slots. Request sampling fields win over the server's
+generating keys, which are only defaults for the fields a request leaves out.
+
+Requests reach the engine in the order they arrive (the engine admits them first come, first
+served): nothing between reading a request and submitting it may wait on a thread pool, so the
+route dependencies are `async def`.
 
 No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime.
 """
 
 import asyncio
 import copy
+import functools
+import hmac
 import json
 import time
 import uuid
@@ -19,9 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.templates import TemplateError
 from ..data.tools import extract_function_calls
-from .engine import Event, SamplingParams, split_reasoning
+from .engine import Event, SamplingParams, TokenLogprob, split_reasoning
 
-ROLES = ("system", "user", "assistant", "tool", "function")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# OpenAI request fields that do not change the answer: accepted, not used.
+NO_EFFECT_FIELDS = frozenset({"user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier"})
+# OpenAI request fields this server cannot follow: accepted only with the value that asks for nothing.
+DEFAULT_ONLY_FIELDS = {"response_format": [{"type": "text"}], "frequency_penalty": [0], "presence_penalty": [0],
+                       "logit_bias": [{}], "parallel_tool_calls": [True], "modalities": [["text"]],
+                       "store": [False], "echo": [False], "best_of": [1], "suffix": [""]}
 
 
 class APIError(Exception):
@@ -32,9 +46,10 @@ class APIError(Exception):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send fields we do not use (user, logprobs, ...)
+    model_config = ConfigDict(extra="allow")  # other fields are checked by `check_fields`
 
     model: str = ""
+    do_sample: bool | None = None  # LLaMA-Factory's API field; unset: sampling unless temperature is 0
     n: int = Field(1, ge=1, le=32)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -52,10 +67,36 @@ class ChatRequest(_Request):
     tools: list[dict[str, Any]] | None = None
     max_completion_tokens: int | None = Field(None, ge=1)
     chat_template_kwargs: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+
+def check_fields(request: _Request) -> None:
+    """A 400 naming the first field this server would otherwise ignore: one it does not know, or a
+    value it cannot follow."""
+    for name, value in (request.model_extra or {}).items():
+        if value is None or name in NO_EFFECT_FIELDS:
+            continue
+        allowed = DEFAULT_ONLY_FIELDS.get(name)
+        if allowed is None:
+            raise APIError(400, f"`{name}` is not supported by this server; remove it from the request.", name,
+                           "unsupported_parameter")
+        if value not in allowed:
+            raise APIError(400, f"`{name}`: {value!r} is not supported by this server; it accepts only "
+                           f"{' or '.join(map(repr, allowed))}.", name, "unsupported_value")
+    if isinstance(request, ChatRequest):
+        if request.tool_choice not in (None, "auto", "none"):
+            raise APIError(400, f"`tool_choice`: {request.tool_choice!r} cannot be enforced by this server; use "
+                           "'auto' (the model decides) or 'none' (no tool calls are extracted).", "tool_choice",
+                           "unsupported_value")
+        if request.top_logprobs is not None and not request.logprobs:
+            raise APIError(400, "`top_logprobs` needs `logprobs: true`.", "top_logprobs")
 
 
 class ScoreRequest(BaseModel):
@@ -88,7 +129,7 @@ def convert_messages(messages: list[dict]) -> tuple[list[dict], str | None]:
         role = message.get("role")
         if role not in ROLES:
             raise APIError(400, f"{where}.role {role!r} is not one of {', '.join(ROLES)}.", f"{where}.role")
-        if role == "system":
+        if role in ("system", "developer"):  # OpenAI's newer name for the system message
             if i != 0:
                 raise APIError(400, f"{where}: a system message is only allowed first.", where)
             system = _text(message.get("content"), where)
@@ -130,7 +171,9 @@ class _Server:
     def __init__(self, engine, gen, model_name: str):
         self.engine, self.gen, self.model_name = engine, gen, model_name
 
-    def params(self, request: _Request, prompt_len: int, max_tokens: int | None) -> SamplingParams:
+    def params(self, request: _Request, prompt_len: int, max_tokens: int | None,
+               logprobs: int | None = None) -> SamplingParams:
+        """The request's sampling fields over the server's generating keys (defaults for what it leaves out)."""
         context = self.engine.context_len
         if prompt_len >= context:
             raise APIError(400, f"This model's maximum context length is {context} tokens; the prompt has "
@@ -142,10 +185,16 @@ class _Server:
                            f"completion). Lower max_tokens to at most {room}.", "max_tokens",
                            "context_length_exceeded")
         stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+        do_sample = request.do_sample
+        if do_sample is None and request.temperature is not None:
+            do_sample = request.temperature > 0
+        if do_sample is None and (request.n > 1 or request.seed is not None or request.top_p is not None
+                                  or request.top_k is not None):
+            do_sample = True  # several answers, a seed or a sampling filter ask for sampling
         return SamplingParams.from_generating_args(
             self.gen, max_new_tokens=max_tokens or min(self.gen.max_new_tokens, room), temperature=request.temperature,
             top_p=request.top_p, top_k=request.top_k, repetition_penalty=request.repetition_penalty, stop=stop,
-            seed=request.seed)
+            seed=request.seed, do_sample=do_sample, logprobs=logprobs)
 
     def submit(self, prompts: list[list[int]], params: SamplingParams, n: int):
         """Start n sequences per prompt; returns (queue of (index, Event), sequences)."""
@@ -161,13 +210,29 @@ class _Server:
                     lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event))))
         return events, seqs
 
+    async def collect(self, events: asyncio.Queue, count: int, seqs, http) -> list[dict] | None:
+        """All `count` answers; None when the client went away first. Either way the sequences are
+        cancelled when this returns, which frees the batch slots of unfinished ones."""
+        answers = asyncio.ensure_future(self._gather(events, count))
+        gone = asyncio.ensure_future(_disconnected(http))
+        try:
+            await asyncio.wait({answers, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not answers.done():
+                answers.cancel()
+            for seq in seqs:
+                seq.cancel()
+        return answers.result() if answers.done() and not answers.cancelled() else None
+
     @staticmethod
-    async def collect(events: asyncio.Queue, count: int) -> list[dict]:
-        out = [{"text": "", "finish_reason": None, "completion_tokens": 0} for _ in range(count)]
+    async def _gather(events: asyncio.Queue, count: int) -> list[dict]:
+        out = [{"text": "", "finish_reason": None, "completion_tokens": 0, "logprobs": []} for _ in range(count)]
         left = count
         while left:
             i, event = await events.get()
             out[i]["text"] += event.delta
+            out[i]["logprobs"] += event.logprobs or []
             if event.finished:
                 if event.finish_reason == "error":
                     raise APIError(500, f"Generation failed: {event.error}", kind="server_error")
@@ -176,15 +241,74 @@ class _Server:
         return out
 
 
+async def _disconnected(http) -> None:
+    """Returns when the client of `http` (a Starlette Request whose body was read) disconnects."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's printable alphabet (GPT-2's): character -> the byte it stands for."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}
+
+
+def _token_bytes(tokenizer) -> Any:
+    """token id -> (text, bytes) of that one token: exact bytes for byte-level BPE tokenizers, whose
+    tokens may hold part of a character; the token decoded alone otherwise."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    table = _byte_decoder() if type(getattr(backend, "decoder", None)).__name__ == "ByteLevel" else {}
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def token(token_id: int) -> tuple[str, bytes]:
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+        if table and piece and all(c in table for c in piece):
+            raw = bytes(table[c] for c in piece)
+        else:
+            raw = tokenizer.decode([token_id]).encode("utf-8")
+        return raw.decode("utf-8", errors="replace"), raw
+
+    return token
+
+
+def _logprob(value: float) -> float:
+    return max(value, -9999.0)  # JSON has no -inf
+
+
+def _chat_logprobs(entries: list[TokenLogprob], token) -> list[dict]:
+    """OpenAI's chat `logprobs.content`: one object per token with its `top_logprobs`."""
+    def one(token_id: int, logprob: float) -> dict:
+        text, raw = token(token_id)
+        return {"token": text, "logprob": _logprob(logprob), "bytes": list(raw)}
+
+    return [{**one(e.token_id, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]} for e in entries]
+
+
+def _completion_logprobs(entries: list[TokenLogprob], token, offset: int) -> dict:
+    """The legacy completions `logprobs`: tokens, token_logprobs, top_logprobs, text_offset (from `offset`)."""
+    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for e in entries:
+        text = token(e.token_id)[0]
+        out["tokens"].append(text)
+        out["token_logprobs"].append(_logprob(e.logprob))
+        out["top_logprobs"].append({token(t)[0]: _logprob(lp) for t, lp in e.top})
+        out["text_offset"].append(offset)
+        offset += len(text)
+    return out
+
+
 def create_app(engine, loaded, gen, model_name: str, api_key: str | None = None):
     """The FastAPI application serving `engine` (an HFEngine/VllmEngine, or a RewardScorer)."""
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import Depends, FastAPI, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
     app = FastAPI(title="alignlab API")
     server = _Server(engine, gen, model_name)
     tokenizer = loaded.tokenizer
+    token = _token_bytes(tokenizer)
+    expected_auth = f"Bearer {api_key}".encode() if api_key else None
 
     @app.exception_handler(APIError)
     async def _api_error(request, error: APIError):
@@ -202,12 +326,12 @@ def create_app(engine, loaded, gen, model_name: str, api_key: str | None = None)
         return JSONResponse(_error_body(f"Invalid request: {text}.", param=".".join(map(str, first)) or None),
                             status_code=400)
 
-    def check_key(request: Request):
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+    async def check_key(request: Request):
+        if expected_auth and not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected_auth):
             raise APIError(401, "Invalid or missing API key: send `Authorization: Bearer <API_KEY>`.",
                            code="invalid_api_key", kind="authentication_error")
 
-    def need_generation():
+    async def need_generation():
         if not engine.can_generate:
             raise APIError(405, "This server serves a reward model: use POST /v1/score/evaluation.")
 
@@ -230,7 +354,8 @@ def create_app(engine, loaded, gen, model_name: str, api_key: str | None = None)
         return {"id": f"scoreval-{uuid.uuid4().hex}", "model": model_name, "scores": scores}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key), Depends(need_generation)])
-    async def chat_completions(request: ChatRequest):
+    async def chat_completions(request: ChatRequest, http: Request):
+        check_fields(request)
         messages, system = convert_messages(request.messages)
         template = loaded.template
         thinking = (request.chat_template_kwargs or {}).get("enable_thinking")
@@ -243,63 +368,70 @@ def create_app(engine, loaded, gen, model_name: str, api_key: str | None = None)
         except (TemplateError, ValueError) as e:
             raise APIError(400, f"The messages cannot be rendered with template {template.name!r}: {e}",
                            "messages") from None
-        params = server.params(request, len(prompt_ids), request.max_completion_tokens or request.max_tokens)
+        params = server.params(request, len(prompt_ids), request.max_completion_tokens or request.max_tokens,
+                               (request.top_logprobs or 0) if request.logprobs else None)
         events, seqs = server.submit([prompt_ids], params, request.n)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
         tool_format = getattr(template, "tool_format", "default")
+        tools = request.tools if request.tool_choice != "none" else None  # "none": answers are text
         if not request.stream:
-            try:
-                results = await server.collect(events, request.n)
-            finally:
-                for seq in seqs:
-                    seq.cancel()
+            results = await server.collect(events, request.n, seqs, http)
+            if results is None:
+                return Response(status_code=499)  # the client is gone; nothing reads this
             choices = []
             for i, result in enumerate(results):
                 reasoning, answer = split_reasoning(template, result["text"], final=True)
                 message: dict[str, Any] = {"role": "assistant", "content": answer}
                 if reasoning is not None:
                     message["reasoning_content"] = reasoning
-                calls = extract_function_calls(tool_format, answer) if request.tools else None
+                calls = extract_function_calls(tool_format, answer) if tools else None
                 reason = result["finish_reason"]
                 if calls:
                     message.update(content=None, tool_calls=_tool_calls(calls))
                     reason = "tool_calls"
-                choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": None})
+                logprobs = ({"content": _chat_logprobs(result["logprobs"], token), "refusal": None}
+                            if request.logprobs else None)
+                choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
             return {**meta, "object": "chat.completion", "choices": choices,
                     "usage": _usage(len(prompt_ids), results)}
-        return StreamingResponse(_chat_stream(events, seqs, request, template, tool_format, meta, len(prompt_ids)),
-                                 media_type="text/event-stream")
+        return StreamingResponse(_chat_stream(events, seqs, request, tools, template, tool_format, meta,
+                                              len(prompt_ids), token), media_type="text/event-stream")
 
     @app.post("/v1/completions", dependencies=[Depends(check_key), Depends(need_generation)])
-    async def completions(request: CompletionRequest):
+    async def completions(request: CompletionRequest, http: Request):
+        check_fields(request)
         texts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         if not texts:
             raise APIError(400, "prompt must not be empty.", "prompt")
         prompts = [tokenizer.encode(t) for t in texts]
-        params = server.params(request, max(map(len, prompts)), request.max_tokens)
+        params = server.params(request, max(map(len, prompts)), request.max_tokens, request.logprobs)
         events, seqs = server.submit(prompts, params, request.n)
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
         count = len(prompts) * request.n
+        wants_logprobs = request.logprobs is not None
         if not request.stream:
-            try:
-                results = await server.collect(events, count)
-            finally:
-                for seq in seqs:
-                    seq.cancel()
-            choices = [{"index": i, "text": r["text"], "finish_reason": r["finish_reason"], "logprobs": None}
+            results = await server.collect(events, count, seqs, http)
+            if results is None:
+                return Response(status_code=499)
+            choices = [{"index": i, "text": r["text"], "finish_reason": r["finish_reason"],
+                        "logprobs": _completion_logprobs(r["logprobs"], token, 0) if wants_logprobs else None}
                        for i, r in enumerate(results)]
             return {**meta, "object": "text_completion", "choices": choices,
                     "usage": _usage(sum(map(len, prompts)), results)}
 
         async def stream():
-            left, produced = count, [0] * count
+            left, produced, offsets = count, [0] * count, [0] * count
             try:
                 while left:
                     i, event = await events.get()
                     produced[i] = event.completion_tokens
                     left -= event.finished
+                    logprobs = None
+                    if wants_logprobs:
+                        logprobs = _completion_logprobs(event.logprobs or [], token, offsets[i])
+                        offsets[i] += sum(map(len, logprobs["tokens"]))
                     yield _sse({**meta, "object": "text_completion", "choices": [{
-                        "index": i, "text": event.delta, "logprobs": None,
+                        "index": i, "text": event.delta, "logprobs": logprobs,
                         "finish_reason": event.finish_reason if event.finished else None}]})
                 if (request.stream_options or {}).get("include_usage"):
                     prompt_tokens = sum(map(len, prompts))
@@ -331,16 +463,21 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _chat_stream(events: asyncio.Queue, seqs, request: ChatRequest, template, tool_format: str, meta: dict,
-                       prompt_tokens: int):
+async def _chat_stream(events: asyncio.Queue, seqs, request: ChatRequest, tools, template, tool_format: str,
+                       meta: dict, prompt_tokens: int, token):
     """SSE chunks: role first, then reasoning/content deltas per choice, then finish, usage, [DONE].
-    With `tools`, the answer is held until the end so a tool call is sent whole."""
+    With `tools`, the answer is held until the end so a tool call is sent whole. Token logprobs ride
+    on the next chunk sent for their choice."""
     n = request.n
     texts, sent_reasoning, sent_answer, produced = [""] * n, [""] * n, [""] * n, [0] * n
+    pending: list[list[TokenLogprob]] = [[] for _ in range(n)]
 
     def chunk(i: int, delta: dict, reason: str | None = None) -> str:
+        logprobs = None
+        if pending[i]:
+            logprobs, pending[i] = {"content": _chat_logprobs(pending[i], token), "refusal": None}, []
         return _sse({**meta, "object": "chat.completion.chunk",
-                     "choices": [{"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}]})
+                     "choices": [{"index": i, "delta": delta, "finish_reason": reason, "logprobs": logprobs}]})
 
     try:
         for i in range(n):
@@ -354,16 +491,17 @@ async def _chat_stream(events: asyncio.Queue, seqs, request: ChatRequest, templa
                 return
             texts[i] += event.delta
             produced[i] = event.completion_tokens
+            pending[i] += event.logprobs or []
             reasoning, answer = split_reasoning(template, texts[i], final=event.finished)
             delta: dict[str, Any] = {}
             if reasoning is not None and reasoning.startswith(sent_reasoning[i]) and reasoning != sent_reasoning[i]:
                 delta["reasoning_content"] = reasoning[len(sent_reasoning[i]):]
                 sent_reasoning[i] = reasoning
             reason = event.finish_reason if event.finished else None
-            if not request.tools and answer.startswith(sent_answer[i]) and answer != sent_answer[i]:
+            if not tools and answer.startswith(sent_answer[i]) and answer != sent_answer[i]:
                 delta["content"] = answer[len(sent_answer[i]):]
                 sent_answer[i] = answer
-            elif request.tools and event.finished:
+            elif tools and event.finished:
                 calls = extract_function_calls(tool_format, answer)
                 if calls:
                     delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(_tool_calls(calls))]
@@ -385,9 +523,19 @@ async def _chat_stream(events: asyncio.Queue, seqs, request: ChatRequest, templa
             seq.cancel()
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run_api(cfg) -> None:
     """Load the model of `cfg` and serve it: API_HOST (127.0.0.1), API_PORT (8000), API_KEY, API_MODEL_NAME."""
     import os
+    import sys
 
     import uvicorn
 
@@ -396,7 +544,12 @@ def run_api(cfg) -> None:
     loaded, engine = build_engine(cfg)
     name = os.environ.get("API_MODEL_NAME") or loaded.name
     host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))
-    app = create_app(engine, loaded, cfg.generating, name, os.environ.get("API_KEY") or None)
+    api_key = os.environ.get("API_KEY") or None
+    app = create_app(engine, loaded, cfg.generating, name, api_key)
     kind = "reward model" if not engine.can_generate else f"template {loaded.template.name}"
+    if not api_key and not _is_loopback(host):
+        print(f"WARNING: serving on {host} without API_KEY: anyone who can reach port {port} can use this model. "
+              "Set API_KEY (clients then send `Authorization: Bearer <API_KEY>`) or bind API_HOST=127.0.0.1.",
+              file=sys.stderr, flush=True)
     print(f"Serving {name} ({kind}) at http://{host}:{port}/v1 — docs at http://{host}:{port}/docs", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("API_LOG_LEVEL", "warning"))

@@ -5,6 +5,10 @@ prefilled together and their KV caches left-padded into the running batch), then
 for every running sequence. Sequences leave the batch as soon as they stop, so requests join and
 leave between decode steps. Every new piece of text is handed to the request's callback, which
 makes streaming and blocking use the same path.
+
+Admission is strictly first come, first served: waiting requests enter the batch in the order they
+were submitted, as slots free up. With `logprobs` set, each generated token's log-probability under
+the model (before penalties and temperature) and its most likely alternatives travel with the text.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k: each token's logprob and its k most likely alternatives
 
     @classmethod
     def from_generating_args(cls, gen, **overrides) -> SamplingParams:
@@ -50,6 +55,14 @@ class Event:
     finish_reason: str | None = None  # stop | length | cancelled | error
     completion_tokens: int = 0
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # the tokens behind `delta`, when the request asked for them
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
 
 
 def held_back(text: str, words) -> int:
@@ -95,6 +108,7 @@ class Sequence:
     finished: bool = False
     cancelled: bool = False
     generator: torch.Generator | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of tokens whose text is not yet handed out
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -271,12 +285,17 @@ class HFEngine:
 
     def _advance(self, batch: _Batch, rows: list[Sequence], logits: torch.Tensor) -> None:
         """Sample one token per row, hand out new text, and drop the rows that finished."""
+        logps = logits.log_softmax(-1) if any(s.params.logprobs is not None for s in rows) else None
         tokens = self._sample(logits, rows)
-        for seq, token in zip(rows, tokens.tolist()):
+        for i, (seq, token) in enumerate(zip(rows, tokens.tolist())):
             if seq.cancelled:
                 self._finish(seq, "cancelled")
                 continue
             seq.token_ids.append(token)
+            if seq.params.logprobs is not None:
+                top = logps[i].topk(seq.params.logprobs) if seq.params.logprobs else None
+                seq.logprobs.append(TokenLogprob(token, float(logps[i, token]), tuple(
+                    zip(top.indices.tolist(), top.values.tolist())) if top is not None else ()))
             self._emit(seq, stopped=token in self.stop_ids)
         keep = [i for i, s in enumerate(batch.rows) if not s.finished]
         if len(keep) < len(batch.rows):
@@ -293,6 +312,8 @@ class HFEngine:
 
     def _emit(self, seq: Sequence, stopped: bool) -> None:
         ids = seq.token_ids[:-1] if stopped else seq.token_ids
+        if stopped and seq.logprobs:
+            seq.logprobs.pop()  # the stop token is not part of the answer
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         reason = "stop" if stopped else None
         hits = [text.find(w) for w in seq.params.stop if w and w in text]
@@ -309,12 +330,19 @@ class HFEngine:
         if reason:
             self._finish(seq, reason, delta)
         elif delta:
-            seq.on_event(Event(delta, completion_tokens=len(seq.token_ids)))
+            seq.on_event(Event(delta, completion_tokens=len(seq.token_ids), logprobs=self._take_logprobs(seq)))
+
+    @staticmethod
+    def _take_logprobs(seq: Sequence) -> list[TokenLogprob] | None:
+        if seq.params.logprobs is None:
+            return None
+        taken, seq.logprobs = seq.logprobs, []
+        return taken
 
     def _finish(self, seq: Sequence, reason: str, delta: str = "", error: str | None = None) -> None:
         seq.finished = True
         self.stats["finished" if reason != "cancelled" else "cancelled"] += 1
-        seq.on_event(Event(delta, True, reason, len(seq.token_ids), error))
+        seq.on_event(Event(delta, True, reason, len(seq.token_ids), error, self._take_logprobs(seq)))
 
     def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
         """Per-row repetition penalty, temperature, top-k and top-p, then sampling or argmax."""
@@ -436,6 +464,12 @@ class RewardScorer:
 
 def build_engine(cfg):
     """The engine `infer_backend` asks for, over the model of `cfg`; reward models get a scorer."""
+    if cfg.generating.num_beams > 1:
+        from ..config import ConfigError
+
+        raise ConfigError(f"num_beams: {cfg.generating.num_beams} — chat and api generate token by token (streamed, "
+                          "batched) and cannot beam-search. Set num_beams: 1 here; beam search is available in "
+                          "`do_predict` with `predict_with_generate` (stage sft).")
     loaded = load_inference_model(cfg)
     if loaded.reward_model is not None:
         return loaded, RewardScorer(loaded.reward_model, loaded.tokenizer)

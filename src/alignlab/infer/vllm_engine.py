@@ -9,7 +9,7 @@ import asyncio
 import threading
 import uuid
 
-from .engine import Event, HFEngine, SamplingParams
+from .engine import Event, HFEngine, SamplingParams, TokenLogprob
 
 
 class _Handle:
@@ -64,7 +64,7 @@ class VllmEngine:
             n=1, max_tokens=params.max_new_tokens, temperature=params.temperature if params.do_sample else 0.0,
             top_p=params.top_p if params.do_sample else 1.0, top_k=params.top_k or -1,
             repetition_penalty=params.repetition_penalty, stop=list(params.stop) or None,
-            stop_token_ids=self.stop_ids, seed=params.seed, skip_special_tokens=True)
+            stop_token_ids=self.stop_ids, seed=params.seed, skip_special_tokens=True, logprobs=params.logprobs)
         handle = _Handle(self, uuid.uuid4().hex)
 
         async def run():
@@ -74,14 +74,15 @@ class VllmEngine:
                 async for output in self.vllm.generate({"prompt_token_ids": prompt_ids}, sampling, handle.request_id,
                                                        lora_request=self.lora):
                     result = output.outputs[0]
+                    logprobs = _logprobs(result, tokens, params.logprobs)
                     delta, sent, tokens = result.text[len(sent):], result.text, len(result.token_ids)
                     if output.finished:
                         reason = "length" if result.finish_reason == "length" else "stop"
                         self.stats["finished"] += 1
-                        on_event(Event(delta, True, reason, tokens))
+                        on_event(Event(delta, True, reason, tokens, logprobs=logprobs))
                         return
-                    if delta:
-                        on_event(Event(delta, completion_tokens=tokens))
+                    if delta or logprobs:
+                        on_event(Event(delta, completion_tokens=tokens, logprobs=logprobs))
                 self.stats["cancelled"] += 1
                 on_event(Event("", True, "cancelled", tokens))
             except Exception as e:  # noqa: BLE001 - report to the request, keep serving
@@ -98,3 +99,14 @@ class VllmEngine:
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _logprobs(result, start: int, top: int | None) -> list[TokenLogprob] | None:
+    """vLLM's per-token logprob dicts from token `start` on, as TokenLogprobs (None when not asked)."""
+    if top is None or result.logprobs is None:
+        return None
+    entries = []
+    for token, options in zip(result.token_ids[start:], result.logprobs[start:]):
+        ranked = sorted(options.items(), key=lambda item: -item[1].logprob)[:top]
+        entries.append(TokenLogprob(token, options[token].logprob, tuple((t, o.logprob) for t, o in ranked)))
+    return entries
