@@ -102,3 +102,30 @@ def test_mixed_precision_falls_back_to_float32_without_a_gpu():
     cfg = load_config(["bf16=true"], with_training=True)
     if not torch.cuda.is_available():
         assert cfg.training.bf16 is False and cfg.training.use_cpu is True
+
+
+def test_config_doc_is_current_and_covers_every_llamafactory_key():
+    import subprocess
+    import sys
+
+    from alignlab.config.llamafactory import LF_KEYS
+    from tests.conftest import ROOT
+
+    printed = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_table.py")], capture_output=True,
+                             text=True, check=True).stdout
+    assert printed == (ROOT / "docs" / "config.md").read_text(), "run scripts/config_table.py > docs/config.md"
+    for key in " ".join(LF_KEYS.values()).split():
+        assert f"| `{key}` | supported |" in printed or f"| `{key}` | warns |" in printed \
+            or f"| `{key}` | rejected |" in printed, key
+
+
+@pytest.mark.parametrize(("key", "reason"), [("use_galore", "optimiser is not available"),
+                                             ("image_max_pixels", "multimodal training is not supported"),
+                                             ("hf_hub_token", "runs offline")])
+def test_unsupported_llamafactory_keys_say_why(key, reason):
+    with pytest.raises(ConfigError, match=f"`{key}` .*LLaMA-Factory key alignlab does not accept: .*{reason}"):
+        load_config(["model_name_or_path=m", f"{key}=1"])
+
+
+def test_llamafactory_renamed_add_special_tokens():
+    assert load_config(["model_name_or_path=m", "add_special_tokens=<a>,<b>"]).model.new_special_tokens == "<a>,<b>"

@@ -172,3 +172,16 @@ def test_rope_scaling_follows_llamafactory(tokenizer, kind, cutoff, expected):
     assert next(model.parameters()).dtype == torch.bfloat16
     _, model = build(tokenizer, trainable=False)
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_upcast_layernorm_and_lmhead_output(tokenizer):
+    _, model = build(tokenizer, "pure_bf16=true", "bf16=true", "upcast_layernorm=true", "upcast_lmhead_output=true")
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "norm" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "proj" in n} == {torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.dtype == torch.float32
+    _, plain = build(tokenizer, "pure_bf16=true", "bf16=true")
+    assert {p.dtype for p in plain.parameters()} == {torch.bfloat16}
+    assert plain(torch.tensor([[1, 2, 3]])).logits.dtype == torch.bfloat16

@@ -36,8 +36,8 @@ class ModelArguments:
     )
     enable_liger_kernel: bool = _key(False, "Patch the model with Liger kernels when installed.")
     disable_gradient_checkpointing: bool = _key(False, "Turn off gradient checkpointing.")
-    upcast_layernorm: bool = _key(False, "Keep layer norms in float32.")
-    upcast_lmhead_output: bool = _key(False, "Compute the LM head output in float32.")
+    upcast_layernorm: bool = _key(False, "Keep layer-norm weights in float32 while training.")
+    upcast_lmhead_output: bool = _key(False, "Compute the LM head output (logits) in float32.")
     train_from_scratch: bool = _key(False, "Initialise the weights randomly from the config.")
     quantization_method: Literal["bnb"] = _key("bnb", "Quantisation backend (bitsandbytes).")
     quantization_bit: int | None = _key(None, "Quantise the base model to 4 or 8 bits (QLoRA).")
@@ -57,7 +57,8 @@ class ModelArguments:
     vllm_enforce_eager: bool = _key(False, "Disable CUDA graphs in vLLM.")
     export_dir: str | None = _key(None, "Folder to write the exported model to.")
     export_size: float = _key(5, "Shard size of the exported model in GB.")
-    export_device: Literal["cpu", "auto"] = _key("cpu", "Device used to merge for export.")
+    export_device: Literal["cpu", "auto"] = _key(
+        "cpu", "Device used to merge for export.", no_effect="adapters are merged where the model loads")
     export_legacy_format: bool = _key(False, "Save .bin instead of .safetensors.")
     print_param_status: bool = _key(False, "Print every parameter's dtype and trainability.")
 
@@ -73,8 +74,9 @@ class DataArguments:
     cutoff_len: int = _key(2048, "Maximum tokens per example after tokenisation.")
     train_on_prompt: bool = _key(False, "Compute the loss on prompt tokens too.")
     mask_history: bool = _key(False, "Train on the last turn only.")
-    streaming: bool = _key(False, "Stream the dataset (not supported offline; kept for compatibility).")
-    buffer_size: int = _key(16384, "Buffer size for streaming shuffles.")
+    streaming: bool = _key(False, "Stream the dataset.", no_effect="local data is tokenised once into a cache "
+                           "(`tokenized_path`, `overwrite_cache`), so there is nothing to stream")
+    buffer_size: int = _key(16384, "Buffer size for streaming shuffles.", no_effect="used only with `streaming`")
     mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = _key(
         "concat", "How several datasets are mixed."
     )
@@ -84,9 +86,11 @@ class DataArguments:
     preprocessing_num_workers: int | None = _key(None, "Processes used for tokenisation.")
     max_samples: int | None = _key(None, "Keep at most this many examples per dataset.")
     eval_num_beams: int | None = _key(None, "Beams for evaluation generation.")
-    ignore_pad_token_for_loss: bool = _key(True, "Ignore padding tokens in the loss.")
+    ignore_pad_token_for_loss: bool = _key(True, "Ignore padding tokens in the loss.",
+                                           no_effect="padding is always left out of the loss")
     val_size: float = _key(0.0, "Validation split: a fraction in (0,1) or a count of examples.")
-    eval_on_each_dataset: bool = _key(False, "Evaluate each eval dataset separately.")
+    eval_on_each_dataset: bool = _key(False, "Evaluate each eval dataset separately.",
+                                      no_effect="the eval datasets are evaluated together")
     packing: bool | None = _key(None, "Pack several examples into one sequence (pt: on by default).")
     neat_packing: bool = _key(False, "Packing where packed examples cannot attend to each other.")
     tool_format: str | None = _key(None, "Tool format override: default, qwen, llama3, glm4, mistral.")
@@ -94,7 +98,8 @@ class DataArguments:
     enable_thinking: bool | None = _key(True, "Reasoning templates: train/generate the think block.")
     preserve_thinking: bool = _key(False, "Reasoning templates: keep the thoughts of history turns in prompts.")
     tokenized_path: str | None = _key(None, "Save tokenised data here, or load it if present.")
-    data_shared_file_system: bool = _key(False, "Datasets live on a file system shared by nodes.")
+    data_shared_file_system: bool = _key(False, "Datasets live on a file system shared by nodes.",
+                                         no_effect="each node's main process prepares the data")
 
 
 @dataclass
@@ -124,7 +129,8 @@ class FinetuningArguments:
     use_dora: bool = _key(False, "Weight-decomposed LoRA (DoRA).")
     pissa_init: bool = _key(False, "Initialise LoRA with PiSSA.")
     pissa_iter: int = _key(16, "PiSSA fast-SVD iterations; -1 = full SVD.")
-    pissa_convert: bool = _key(False, "Convert a PiSSA adapter to a plain LoRA on save.")
+    pissa_convert: bool = _key(False, "Convert a PiSSA adapter to a plain LoRA on save.",
+                               no_effect="the PiSSA adapter is saved as trained (load it with its base)")
     create_new_adapter: bool = _key(False, "Train a new adapter on top of the loaded ones.")
     pref_beta: float = _key(0.1, "Preference losses: beta.")
     pref_ftx: float = _key(0.0, "Preference losses: weight of the SFT term.")
@@ -178,7 +184,10 @@ class FinetuningArguments:
     )
     compute_accuracy: bool = _key(False, "SFT eval: compute token accuracy.")
     disable_shuffling: bool = _key(False, "Keep the training data in order.")
-    include_effective_tokens_per_second: bool = _key(False, "Log effective tokens/s.")
+    early_stopping_steps: int | None = _key(
+        None, "Stop when `metric_for_best_model` has not improved for this many evaluations.")
+    include_effective_tokens_per_second: bool = _key(
+        False, "Report effective_tokens_per_sec: trained tokens (no padding) x epochs / train runtime.")
 
 
 @dataclass

@@ -205,7 +205,8 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 # Keys that transformers 5 renamed or dropped but LLaMA-Factory configs still use.
-RENAMED = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu"}
+RENAMED = {"warmup_ratio": "warmup_steps", "evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu",
+           "add_special_tokens": "new_special_tokens"}  # LLaMA-Factory 0.9.5 renamed the last one
 DROPPED = {"logging_dir": "transformers 5 writes TensorBoard logs under output_dir/runs",
            "save_safetensors": "transformers 5 always saves safetensors"}
 
@@ -223,7 +224,12 @@ def _translate_legacy(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_unknown(raw: dict[str, Any], keys: dict[str, Any], source: str) -> None:
+    from .llamafactory import unsupported_reason
+
     for key in raw:
+        if key not in keys and (reason := unsupported_reason(key)):
+            raise ConfigError(f"`{key}` (in {source}) is a LLaMA-Factory key alignlab does not accept: {reason}. "
+                              "Remove it; docs/config.md lists every LLaMA-Factory key and its status here.")
         if key not in keys:
             close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.6)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -393,7 +399,17 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         sources=sources,
     )
     validate(cfg)
+    _warn_no_effect(typed, keys)
     return cfg
+
+
+def _warn_no_effect(typed: dict[str, Any], keys: dict[str, tuple]) -> None:
+    """One warning per key that is accepted for LLaMA-Factory compatibility but changes nothing here."""
+    for key, value in typed.items():
+        _cls, _tp, f = keys[key]
+        reason = (f.metadata or {}).get("no_effect")
+        if reason and value != f.default:
+            logger.warning("`%s` is accepted for LLaMA-Factory compatibility and has no effect: %s.", key, reason)
 
 
 def help_text(with_training: bool = True) -> str:

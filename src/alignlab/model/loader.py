@@ -102,6 +102,20 @@ def _liger(model) -> None:
     logger.info("Liger kernels applied.")
 
 
+LAYERNORM_NAMES = ("norm", "ln_f", "ln_attn", "ln_mlp", "ln_1", "ln_2", "ln1", "ln2")
+
+
+def _upcast(model, model_args, is_trainable: bool) -> None:
+    """LLaMA-Factory's `upcast_layernorm` (norm weights in float32 while training) and
+    `upcast_lmhead_output` (logits in float32)."""
+    if model_args.upcast_layernorm and is_trainable:
+        for name, param in model.named_parameters():
+            if param.ndim == 1 and any(n in name for n in LAYERNORM_NAMES):
+                param.data = param.data.float()
+    if model_args.upcast_lmhead_output:
+        model.get_output_embeddings().register_forward_hook(lambda _module, _inputs, output: output.float())
+
+
 def load_model(tokenizer, model_args, finetuning_args=None, training_args=None, is_trainable: bool = False,
                cutoff_len: int | None = None):
     """A causal LM ready for adapters: weights (or random init), dtype, attention, checkpointing."""
@@ -149,6 +163,7 @@ def load_model(tokenizer, model_args, finetuning_args=None, training_args=None, 
         logger.info("Resized embeddings from %d to %d rows.", embeddings, model.get_input_embeddings().weight.shape[0])
     if model_args.enable_liger_kernel:
         _liger(model)
+    _upcast(model, model_args, is_trainable)
     if is_trainable:
         if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
             from peft import prepare_model_for_kbit_training

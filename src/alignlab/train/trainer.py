@@ -15,9 +15,19 @@ def fit(trainer, eval_dataset, resume: str | None, plot_keys: list[str], judge_e
     they are logged; curves are plotted with `plot_loss`. Returns train and eval metrics."""
     from .plots import plot_metrics
 
-    args, metrics = trainer.args, {}
+    args, metrics, f = trainer.args, {}, trainer.finetuning_args
+    if f.early_stopping_steps is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=f.early_stopping_steps))
     if args.do_train:
         result = trainer.train(resume_from_checkpoint=resume)
+        if f.include_effective_tokens_per_second and result.metrics.get("train_runtime"):
+            data = trainer.train_dataset
+            columns = [c for c in ("input_ids", "chosen_input_ids", "rejected_input_ids") if c in data.column_names]
+            tokens = sum(len(ids) for col in columns for ids in data[col])
+            result.metrics["effective_tokens_per_sec"] = round(
+                tokens * trainer.state.epoch / result.metrics["train_runtime"], 2)
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
