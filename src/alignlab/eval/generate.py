@@ -22,8 +22,10 @@ def load_for_inference(model_dir: str, adapter: str | None = None):
 
 @torch.inference_mode()
 def generate_batched(model, tokenizer, template, prompts: list[list[int]], *, batch_size: int = 32,
-                     num_samples: int = 1, desc: str = "generating", **gen_kwargs) -> list[list[str]]:
-    """Answers (decoded, special tokens dropped) for each prompt: `num_samples` per prompt."""
+                     num_samples: int = 1, desc: str = "generating", progress: bool = True,
+                     **gen_kwargs) -> list[list[str]]:
+    """Answers (decoded, special tokens dropped) for each prompt: `num_samples` per prompt; progress
+    on stderr unless `progress` is false."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[str]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id
@@ -42,7 +44,9 @@ def generate_batched(model, tokenizer, template, prompts: list[list[int]], *, ba
         finished = min(done + batch_size, len(order))
         elapsed = time.time() - start
         eta = elapsed / finished * (len(order) - finished)
-        print(f"\r{desc}: {finished}/{len(order)} prompts, {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
-              end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if progress:
+            print(f"\r{desc}: {finished}/{len(order)} prompts, {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
+                  end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
     return answers
