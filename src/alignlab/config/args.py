@@ -50,7 +50,10 @@ class ModelArguments:
         "auto", "Model dtype for inference and export."
     )
     infer_max_batch: int = _key(
-        32, "huggingface engine (ours): most sequences decoded together; further requests wait in a queue."
+        32, "huggingface engine (ours): most sequences decoded together (chat, api, compare, predict). More "
+        "concurrent requests (each of the n answers counts) wait in a first-come-first-served queue and join as "
+        "answers finish: higher raises throughput under load and memory (one KV cache per sequence), lower "
+        "shortens each decode step."
     )
     vllm_maxlen: int = _key(4096, "Maximum sequence length of the vLLM engine.")
     vllm_gpu_util: float = _key(0.7, "GPU memory share for the vLLM engine.")
@@ -85,7 +88,7 @@ class DataArguments:
     preprocessing_batch_size: int = _key(1000, "Examples per preprocessing batch.")
     preprocessing_num_workers: int | None = _key(None, "Processes used for tokenisation.")
     max_samples: int | None = _key(None, "Keep at most this many examples per dataset.")
-    eval_num_beams: int | None = _key(None, "Beams for evaluation generation.")
+    eval_num_beams: int | None = _key(None, "Beams for sft predict (`do_predict`); overrides num_beams there.")
     ignore_pad_token_for_loss: bool = _key(True, "Ignore padding tokens in the loss.",
                                            no_effect="padding is always left out of the loss")
     val_size: float = _key(0.0, "Validation split: a fraction in (0,1) or a count of examples.")
@@ -196,7 +199,7 @@ class GeneratingArguments:
     temperature: float = _key(0.95, "Sampling temperature.")
     top_p: float = _key(0.7, "Nucleus sampling mass.")
     top_k: int = _key(50, "Sample from the k most likely tokens.")
-    num_beams: int = _key(1, "Beam search width; 1 = no beam search.")
+    num_beams: int = _key(1, "Beam search width for sft predict; 1 = no beam search (chat and api refuse > 1).")
     max_length: int = _key(1024, "Maximum total length (ignored when max_new_tokens is set).")
     max_new_tokens: int = _key(1024, "Maximum generated tokens.")
     repetition_penalty: float = _key(1.0, "Repetition penalty; 1.0 = none.")
