@@ -426,3 +426,35 @@ def test_multimodal_columns_are_an_error_not_a_silent_drop(tmp_path):
         examples(d, "mapped")
     with pytest.raises(DataError, match=r"r.json, row 1: column 'images' holds images: multimodal data is not supported"):
         examples(d, "unmapped")
+
+
+@pytest.mark.parametrize("tool_format", [None, "qwen"])
+def test_openai_tool_conversation_renders_as_qwen3_jinja(tmp_path, tokenizer, tool_format):
+    """Documented differences from LLaMA-Factory 0.9.5, checked against Qwen3's published template: an
+    openai-format row gets no "detailed thinking off" system text, tool-call arguments given as a JSON
+    string are not encoded twice, and a `tool_format` override keeps the template's tool-call slot."""
+    messages = [
+        {"role": "user", "content": "Sizes for 95 and 120 cm?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "size", "arguments": '{"height": 95}'}},
+            {"type": "function", "function": {"name": "size", "arguments": '{"height": 120}'}}]},
+        {"role": "tool", "content": "100"}, {"role": "tool", "content": "130"},
+        {"role": "assistant", "content": "100 and 130."}]
+    d = make_dir(tmp_path, {"o": {"file_name": "o.json", "formatting": "openai"}}, {"o.json": [{"messages": messages}]})
+    (ex,) = examples(d, "o")
+    t = get_template("qwen3", tokenizer, tool_format=tool_format)
+    ours = tokenizer.decode(t.encode_prompt(tokenizer, ex.prompt, ex.system, ex.tools))
+    theirs = tokenizer.apply_chat_template(messages[:4], tokenize=False, add_generation_prompt=True)
+    assert ex.system == "" and ours == theirs
+
+
+def test_pretraining_with_add_bos_token_starts_documents_and_blocks_with_bos(tmp_path, tokenizer):
+    tokenizer.add_special_tokens({"bos_token": "<s>"})
+    tokenizer.add_bos_token = True
+    d = make_dir(tmp_path, {"t": {"file_name": "t.txt", "columns": {"prompt": "text"}}}, {"t.txt": "one\ntwo\n"})
+    rows = encoded(d, "t", "pt", tokenizer, packing="false").train
+    assert [tokenizer.decode(r["input_ids"]) for r in rows] == ["<s>one<|im_end|>", "<s>two<|im_end|>"]
+    blocks = encoded(d, "t", "pt", tokenizer, cutoff_len=3, packing="true").train["input_ids"]
+    flat = tokenizer.encode("one<|im_end|>two<|im_end|>", add_special_tokens=False)
+    expected = [[tokenizer.bos_token_id, *flat[i + 1:i + 3]] for i in range(0, len(flat) // 3 * 3, 3)]
+    assert len(blocks) >= 1 and blocks == expected  # packed: BOS replaces each block's first token

@@ -367,3 +367,18 @@ def test_empty_tool_list_renders_no_system_turn_as_qwen3_jinja(tokenizer):
     ours = tokenizer.decode(t.encode_prompt(tokenizer, CHAT[:1], tools="[]"))
     assert ours == tokenizer.apply_chat_template(CHAT[:1], tools=[], tokenize=False, add_generation_prompt=True)
     assert ours == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+@pytest.mark.parametrize("preserve", [True, False])
+def test_qwen3_exported_jinja_renders_what_training_sees(tokenizer, thinking, preserve):
+    """The saved chat_template.jinja: a whole conversation as multi-turn SFT encodes it, a generation
+    prompt as encode_prompt (history thoughts per `preserve_thinking`)."""
+    t = get_template("qwen3", tokenizer, enable_thinking=thinking, preserve_thinking=preserve)
+    tokenizer.chat_template = t.to_jinja(tokenizer)
+    full = tokenizer.apply_chat_template(THOUGHT_CHAT, tokenize=False, enable_thinking=thinking)
+    assert full == t.render(tokenizer, THOUGHT_CHAT)
+    prompt = tokenizer.apply_chat_template(THOUGHT_CHAT[:3], tokenize=False, add_generation_prompt=True,
+                                           enable_thinking=thinking)
+    assert prompt == tokenizer.decode(t.encode_prompt(tokenizer, THOUGHT_CHAT[:3]))
+    assert ("greet back" in prompt) == preserve

@@ -106,9 +106,9 @@ def reward_scores(reward_path: str, examples, answers: dict[str, list[str]], cfg
         for name, texts in answers.items():
             scores = []
             for ex, text in zip(examples, texts):
-                pairs = template.encode_multiturn(tokenizer, [*ex.prompt, {"role": "assistant", "content": text}],
-                                                  ex.system, ex.tools)
-                ids = torch.tensor([[t for p, r in pairs for t in p + r]])
+                prompt, answer = template.encode_oneturn(tokenizer, [*ex.prompt, {"role": "assistant", "content": text}],
+                                                         ex.system, ex.tools)
+                ids = torch.tensor([prompt + answer])
                 scores.append(loaded.reward_model.scores(ids, torch.ones_like(ids)).item())
             means[name] = statistics.fmean(scores)
     return means

@@ -114,9 +114,9 @@ class ModelReward:
     def __call__(self, rollout) -> torch.Tensor:
         rows = []
         for messages, system, completion in zip(rollout.messages, rollout.systems, rollout.completions):
-            pairs = self.template.encode_multiturn(self.tokenizer, messages + [{"role": "assistant", "content": completion}],
-                                                   system)
-            rows.append([t for p, r in pairs for t in p + r])
+            prompt, answer = self.template.encode_oneturn(  # as the reward model was trained (pairwise)
+                self.tokenizer, messages + [{"role": "assistant", "content": completion}], system)
+            rows.append(prompt + answer)
         width = max(map(len, rows))
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)

@@ -153,7 +153,8 @@ def run_train(cfg) -> RunResult:
         return RunResult(json.loads((Path(training.output_dir) / "all_results.json").read_text()), None)
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                            enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
+                            enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format,
+                            preserve_thinking=cfg.data.preserve_thinking)
     if hasattr(template, "to_jinja"):  # every saved tokenizer renders what training sees
         tokenizer.chat_template = template.to_jinja(tokenizer)
     # online stages (ppo, grpo) keep their own checkpoint format and resume logic
