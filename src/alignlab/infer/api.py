@@ -49,7 +49,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="allow")  # other fields are checked by `check_fields`
 
     model: str = ""
-    do_sample: bool | None = None  # LLaMA-Factory's API field; unset: sampling unless temperature is 0
+    do_sample: bool | None = None  # LLaMA-Factory's API field; unset: decided as in `_Server.params`
     n: int = Field(1, ge=1, le=32)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -185,7 +185,7 @@ class _Server:
                            f"completion). Lower max_tokens to at most {room}.", "max_tokens",
                            "context_length_exceeded")
         stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-        do_sample = request.do_sample
+        do_sample = request.do_sample  # else: temperature > 0 samples, 0 is greedy; else the server's do_sample
         if do_sample is None and request.temperature is not None:
             do_sample = request.temperature > 0
         if do_sample is None and (request.n > 1 or request.seed is not None or request.top_p is not None
