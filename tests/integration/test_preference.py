@@ -20,7 +20,7 @@ def separable_pairs(tmp_path, n=200):
              "chosen": "建议选 110 码。", "rejected": "买大一码总是对的。"} for i in range(n)]
     (tmp_path / "pairs.json").write_text(json.dumps(rows, ensure_ascii=False))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"pairs": {
-        "file_name": "pairs.json", "ranking": True, "columns": {"chosen": "chosen", "rejected": "rejected"}}}))
+        "file_name": "pairs.json", "ranking": True, "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}}}))
     return tmp_path
 
 
@@ -51,7 +51,11 @@ def test_reward_model_separates_pairs_and_reloads_with_its_value_head(base_model
     with torch.no_grad():
         assert torch.allclose(trained.scores(ids, mask), reloaded.eval().scores(ids, mask), atol=1e-5)
     log = read_jsonl(out / "trainer_log.jsonl")
-    assert {"accuracy", "rewards/chosen", "rewards/rejected", "rewards/margins"} <= set(log[0])
+    train_rows = [e for e in log if "loss" in e]
+    assert {"accuracy", "rewards/chosen", "rewards/rejected", "rewards/margins"} <= set(train_rows[0])
+    evaluations = [e for e in log if "eval_accuracy" in e]  # evaluated during training by default
+    assert len(evaluations) >= 5 and evaluations[-1]["current_steps"] == 30
+    assert all(v is not None for e in log for v in e.values())
 
 
 def test_reward_model_below_the_gate_is_reported_not_ready(base_model_dir, tmp_path):

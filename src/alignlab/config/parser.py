@@ -367,6 +367,10 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         names = _fields_of(cls)
         kwargs = {k: v for k, v in typed.items() if k in names}
         kwargs.setdefault("output_dir", "saves/run")
+        if (typed.get("val_size") or typed.get("eval_dataset")) and "eval_strategy" not in kwargs \
+                and kwargs.get("do_train"):
+            # a held-out set is evaluated during training (10 times), so eval curves have points to draw
+            kwargs.update(eval_strategy="steps", eval_steps=kwargs.get("eval_steps") or 0.1)
         import torch
 
         if not torch.cuda.is_available() and not torch.backends.mps.is_available():

@@ -8,10 +8,15 @@ from pathlib import Path
 from .callbacks import read_log
 
 
+def ema_weight(count: int) -> float:
+    """The smoothing weight for `count` points: grows with the number of points (as LLaMA-Factory)."""
+    return 1.8 * (1 / (1 + math.exp(-0.05 * count)) - 0.5)
+
+
 def smooth(values: list[float], weight: float | None = None) -> list[float]:
-    """Exponential moving average; the weight grows with the number of points (as TensorBoard)."""
+    """Exponential moving average (it lags the raw curve; the plots label it as an EMA)."""
     if weight is None:
-        weight = 1.8 * (1 / (1 + math.exp(-0.05 * len(values))) - 0.5)
+        weight = ema_weight(len(values))
     out, last = [], values[0] if values else 0.0
     for v in values:
         last = last * weight + (1 - weight) * v
@@ -34,10 +39,12 @@ def plot_metrics(output_dir: str, keys: list[str]) -> list[str]:
             continue
         steps, values = zip(*points)
         fig = plt.figure(figsize=(6, 4))
-        plt.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
+        plt.plot(steps, values, color="#1f77b4", alpha=0.4, marker="o" if len(values) < 20 else None,
+                 label="logged")
         if len(values) > 1:
-            plt.plot(steps, smooth(list(values)), color="#1f77b4", label="smoothed")
-        plt.title(f"{key} of {output_dir}")
+            plt.plot(steps, smooth(list(values)), color="#1f77b4",
+                     label=f"EMA (weight {ema_weight(len(values)):.2f})")
+        plt.title(f"{key} · {Path(output_dir).resolve().name}")
         plt.xlabel("step")
         plt.ylabel(key)
         plt.legend()
