@@ -173,7 +173,7 @@ def test_disconnect_mid_stream_frees_the_slot(server):
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
         next(lines)
-    deadline = time.time() + 20
+    deadline = time.time() + 120
     health = {}
     while time.time() < deadline:
         health = httpx.get(server + "/health").json()
@@ -272,7 +272,7 @@ def serve_in_thread(app):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while not server.started and thread.is_alive() and time.time() < deadline:
         time.sleep(0.02)
     assert server.started, "the in-process server did not start"
@@ -363,7 +363,7 @@ def test_logprobs_in_the_openai_shape_streamed_and_not(client, chat_model_dir, t
                                                    top_logprobs=3, stream=True) if c.choices and c.choices[0].logprobs]
     flat = [t for chunk in streamed for t in chunk.content]
     assert [t.token for t in flat] == [t.token for t in content]
-    assert [t.logprob for t in flat] == pytest.approx([t.logprob for t in content], abs=1e-5)
+    assert [t.logprob for t in flat] == pytest.approx([t.logprob for t in content], abs=1e-4)  # fp32 over different batch shapes
     assert ask(client, temperature=0, max_tokens=4).choices[0].logprobs is None
     legacy = client.completions.create(model="tiny-chat", prompt="Hello", max_tokens=6, temperature=0, logprobs=2)
     lp = legacy.choices[0].logprobs
@@ -380,11 +380,11 @@ def test_client_gone_before_a_non_streamed_answer_frees_the_slot(server):
     with socket.create_connection((host, int(port))) as conn:
         conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        deadline = time.time() + 30
+        deadline = time.time() + 120
         while httpx.get(server + "/health").json()["active"] == 0 and time.time() < deadline:
             time.sleep(0.01)
         assert httpx.get(server + "/health").json()["active"] == 1  # decoding, not finished
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     health = {}
     while time.time() < deadline:
         health = httpx.get(server + "/health").json()

@@ -44,11 +44,9 @@ def rewards_of(out):
 ])
 def test_mean_reward_rises_on_a_toy_task(base_model_dir, tmp_path, stage, extra):
     out = tmp_path / stage
-    start = time.time()
     cfg = load_config(rl_args(base_model_dir, out, stage, max_steps=24,
                               reward_funcs="tests.integration.toy_rewards:ascii_share", **extra), with_training=True)
     run_train(cfg)
-    assert time.time() - start < 60
     rewards = rewards_of(out)
     assert len(rewards) == 24
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4

@@ -94,7 +94,7 @@ def test_cancel_frees_the_slot(engine):
     events = engine.stream(prompt, SamplingParams(max_new_tokens=500, do_sample=False))
     next(events)
     events.close()  # the consumer goes away: the sequence is cancelled
-    deadline = time.time() + 10
+    deadline = time.time() + 120  # a wait, not a timing assertion: generous for a loaded machine
     while (engine.stats["active"] or engine.stats["cancelled"] < 1) and time.time() < deadline:
         time.sleep(0.01)
     assert engine.stats["cancelled"] == 1 and engine.stats["active"] == 0
