@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install browser test test-slow demo lint clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-# Headless Chromium (Debian's package) for the HTML report test; skipped where it cannot be installed.
+# Debian's chromium (+ a CJK font) for the browser tests, installed with apt-get when missing; the
+# browser tests skip, saying why, where it cannot be installed.
 browser:
-	@command -v chromium >/dev/null 2>&1 && fc-list | grep -qi wqy || ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
-		{ apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1; }; } || \
-		echo "chromium could not be installed: the browser test will be skipped"
+	@if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi wqy; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+		echo "make: chromium + fonts-wqy-zenhei are missing and cannot be installed here (need apt-get as root): browser tests will be skipped"; \
+	else \
+		echo "make: installing Debian packages chromium and fonts-wqy-zenhei for the browser tests (apt-get)"; \
+		apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1; } || \
+		echo "make: chromium could not be installed: browser tests will be skipped"; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,webui]'
 	touch $(STAMP)
 
-test: install browser
+test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-slow: install

@@ -56,3 +56,26 @@ def read_jsonl(path):
     import json
 
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _is_llamafactory_test(nodeid: str) -> bool:
+    return "llamafactory" in nodeid.lower() or "lf_parity" in nodeid.lower()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """End `make test` with how many LLaMA-Factory compatibility tests ran and why any were skipped."""
+    ran, skipped = 0, {}
+    for status in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(status, []):
+            if not _is_llamafactory_test(getattr(report, "nodeid", "")) or report.when not in ("call", "setup"):
+                continue
+            if status == "skipped":
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                skipped[reason.removeprefix("Skipped: ")] = skipped.get(reason.removeprefix("Skipped: "), 0) + 1
+            elif report.when == "call" or status == "error":
+                ran += 1
+    if ran or skipped:
+        terminalreporter.write_sep("-", "LLaMA-Factory compatibility")
+        terminalreporter.write_line(f"{ran} ran, {sum(skipped.values())} skipped")
+        for reason, count in skipped.items():
+            terminalreporter.write_line(f"  {count} skipped: {reason}")
