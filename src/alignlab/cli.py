@@ -52,7 +52,8 @@ def _data(argv: list[str]) -> int:
 
         tokenizer = load_tokenizer(cfg.model)
         template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
-                                enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format)
+                                enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format,
+                                preserve_thinking=cfg.data.preserve_thinking)
         print(format_preview(preview(cfg, tokenizer, template, num), as_json))
         return 0
     check_all = bool(_pop_option(rest, "--all", False))

@@ -153,3 +153,18 @@ def test_export_refuses_a_quantised_base_and_a_missing_export_dir(base_model_dir
     assert run.returncode == 1 and "Cannot merge adapters into a quantised base" in run.stderr
     run = export(f"model_name_or_path={base_model_dir}")
     assert run.returncode == 1 and "needs `export_dir`" in run.stderr
+
+
+def test_serving_keeps_the_runs_preserve_thinking(base_model_dir, tmp_path):
+    from alignlab.config import load_config
+    from alignlab.infer.engine import load_inference_model
+
+    adapter = tmp_path / "adapter"
+    make_adapter(base_model_dir, adapter, template="qwen3")
+    settings = yaml.safe_load((adapter / "run_config.yaml").read_text())
+    (adapter / "run_config.yaml").write_text(yaml.safe_dump({**settings, "preserve_thinking": True}))
+    loaded = load_inference_model(load_config([f"model_name_or_path={base_model_dir}", f"adapter_name_or_path={adapter}"]))
+    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>\nkept\n</think>\n\nb"},
+               {"role": "user", "content": "c"}]
+    prompt = loaded.tokenizer.decode(loaded.template.encode_prompt(loaded.tokenizer, history))
+    assert "kept" in prompt

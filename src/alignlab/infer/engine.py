@@ -419,11 +419,12 @@ def load_inference_model(cfg) -> LoadedModel:
     if "template" in cfg.resolved and saved.get("template") and saved["template"] != name:
         logger.warning("Serving with template %r, but the model was trained with %r: answers may be garbage. "
                        "Drop `template` to use the training template.", name, saved["template"])
-    pick = {k: cfg.resolved.get(k, saved.get(k)) for k in ("default_system", "enable_thinking", "tool_format")}
+    pick = {k: cfg.resolved.get(k, saved.get(k))
+            for k in ("default_system", "enable_thinking", "tool_format", "preserve_thinking")}
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(name, tokenizer, default_system=pick["default_system"],
                             enable_thinking=True if pick["enable_thinking"] is None else pick["enable_thinking"],
-                            tool_format=pick["tool_format"])
+                            tool_format=pick["tool_format"], preserve_thinking=bool(pick["preserve_thinking"]))
     model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False).eval()
     adapters = adapter_paths(cfg.model)
     last = Path(adapters[-1] if adapters else cfg.model.model_name_or_path)
