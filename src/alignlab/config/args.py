@@ -216,7 +216,7 @@ class EvaluationArguments:
     n_shot: int = _key(5, "eval: worked examples from the dev split before each question.")
     save_dir: str | None = _key(None, "eval: folder for results.json (default saves/eval/<task>).")
     compare_models: str | None = _key(
-        None, "compare (ours): models to compare, comma separated `name=model[+adapter...]`; "
+        None, "compare and eval (ours): models to compare, comma separated `name=model[+adapter...]`; "
         "`name=+adapter` puts an adapter on model_name_or_path."
     )
     compare_dir: str = _key("saves/compare", "compare (ours): folder for report.md, report.html and results.json.")

@@ -5,7 +5,18 @@ A task folder holds split folders (`dev/`, `val/`, `test/`) of per-subject CSV f
 unnamed index column are skipped), and optionally `mapping.json` ({subject: {name, category}}).
 `task: mmlu_test` reads folder `mmlu`, split `test`. Each question is preceded by `n_shot` worked
 examples from `dev` as earlier chat turns (as LLaMA-Factory's evaluator does), rendered with the
-model's template; the answer is the choice letter whose token has the highest next-token logit.
+model's template; the answer is the choice letter whose token has the highest next-token logit at
+the last prompt position (the token id of the bare letter, `tokenizer.encode("A")[-1]`: the id a
+worked example's answer turn holds there, never the " A" of running text). Accuracy averages over
+questions, per subject, per category and overall.
+
+`compare_models: base=MODEL, tuned=MODEL+ADAPTER` (the syntax of `alignlab compare`) scores several
+models in one run, prints their accuracies side by side and writes {"models": {name: results}}.
+
+Below 25% is not a scoring fault: a model that has not learnt the question format prefers one
+letter whatever the question, and then scores the share of questions whose answer is that letter
+(the demo task's 120 answers are A 35, B 23, C 27, D 35: always-B scores 19.2%). results.json
+keeps the letter counts of the answers and of the predictions so the bias can be seen.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -119,6 +131,7 @@ def evaluate_task(subjects: dict, mapping: dict, split: str, tokenizer, template
                   lang: str) -> dict:
     """Accuracy per subject, per category and on average (over questions), with every answer."""
     per_subject, per_category, answers = {}, {}, {}
+    predicted_letters, answer_letters = dict.fromkeys(CHOICES, 0), dict.fromkeys(CHOICES, 0)
     total_correct = total = 0
     start = time.time()
     for k, (subject, splits) in enumerate(subjects.items()):
@@ -135,27 +148,47 @@ def evaluate_task(subjects: dict, mapping: dict, split: str, tokenizer, template
             c = per_category.setdefault(category, [0, 0])
             c[0], c[1] = c[0] + correct, c[1] + len(rows)
         answers[subject] = predicted
+        for p, r in zip(predicted, rows):
+            predicted_letters[p] += 1
+            answer_letters[r["answer"]] += 1
         total_correct, total = total_correct + correct, total + len(rows)
         elapsed = time.time() - start
         print(f"\r{subject}: {k + 1}/{len(subjects)} subjects, {elapsed:.0f}s elapsed, "
               f"ETA {elapsed / (k + 1) * (len(subjects) - k - 1):.0f}s", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {"average": 100 * total_correct / total, "questions": total, "subjects": per_subject,
-            "categories": {c: 100 * v[0] / v[1] for c, v in per_category.items()}, "answers": answers}
+            "categories": {c: 100 * v[0] / v[1] for c, v in per_category.items()}, "answers": answers,
+            "answer_letters": answer_letters, "predicted_letters": predicted_letters}
+
+
+def _score_model(cfg, subjects: dict, mapping: dict, split: str) -> dict:
+    from ..infer.engine import load_inference_model
+
+    e = cfg.evaluation
+    loaded = load_inference_model(cfg)
+    return evaluate_task(subjects, mapping, split, loaded.tokenizer, loaded.template,
+                         logit_scorer(loaded.model, loaded.tokenizer, e.batch_size), n_shot=e.n_shot, lang=e.lang)
 
 
 def run_eval(cfg) -> dict:
-    """Load the model with its training template, score the task, write results.json."""
-    from ..infer.engine import load_inference_model
-
+    """Load the model (or each of `compare_models`) with its training template, score the task,
+    write results.json (with `compare_models`: {"models": {name: results}})."""
     e = cfg.evaluation
     if not e.task:
         raise TaskError("`alignlab eval` needs `task` (e.g. task: size_advisor_test with task_dir: data/eval).")
     subjects, mapping, split = load_task(e.task_dir, e.task)
-    loaded = load_inference_model(cfg)
-    results = evaluate_task(subjects, mapping, split, loaded.tokenizer, loaded.template,
-                            logit_scorer(loaded.model, loaded.tokenizer, e.batch_size), n_shot=e.n_shot, lang=e.lang)
-    results = {"task": e.task, "n_shot": e.n_shot, "lang": e.lang, **results}
+    results = {"task": e.task, "n_shot": e.n_shot, "lang": e.lang}
+    if e.compare_models:
+        from .compare import parse_models
+
+        results["models"] = {}
+        for spec in parse_models(e.compare_models, cfg.model.model_name_or_path):
+            model_args = replace(cfg.model, model_name_or_path=spec.model,
+                                 adapter_name_or_path=",".join(spec.adapters) or None)
+            scored = _score_model(replace(cfg, model=model_args), subjects, mapping, split)
+            results["models"][spec.name] = {"model": spec.model, "adapters": spec.adapters, **scored}
+    else:
+        results.update(_score_model(cfg, subjects, mapping, split))
     out = Path(e.save_dir or Path("saves") / "eval" / e.task)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"
@@ -164,9 +197,25 @@ def run_eval(cfg) -> dict:
     return results | {"results_file": str(out / "results.json")}
 
 
+def _letter_counts(label: str, counts: dict) -> str:
+    total = sum(counts.values()) or 1
+    return f"{label:<28} " + "  ".join(f"{c} {n} ({100 * n / total:.1f}%)" for c, n in counts.items())
+
+
 def format_results(results: dict) -> str:
-    lines = [f"{'subject':<28} accuracy"]
-    lines += [f"{s:<28} {v:6.2f}" for s, v in results["subjects"].items()]
-    lines += [f"{c:<28} {v:6.2f}" for c, v in results["categories"].items()]
-    lines.append(f"{'Average':<28} {results['average']:6.2f}  ({results['questions']} questions)")
+    """Accuracy table (one column per model), then the letter counts of the answers and of each model's picks."""
+    runs = results.get("models") or {"accuracy": results}
+    names, first = list(runs), next(iter(runs.values()))
+
+    def row(label: str, values) -> str:
+        return f"{label:<28}" + "".join(f" {v:>10.2f}" for v in values)
+
+    lines = [f"{'subject':<28}" + "".join(f" {n:>10}" for n in names)]
+    for key in ("subjects", "categories"):
+        lines += [row(s, (runs[n][key][s] for n in names)) for s in first[key]]
+    lines.append(row("Average", (runs[n]["average"] for n in names)) + f"  ({first['questions']} questions)")
+    lines.append(_letter_counts("answer letters", first["answer_letters"]))
+    lines += [_letter_counts("picked" if n == "accuracy" else f"{n} picked", runs[n]["predicted_letters"])
+              for n in names]
+    lines.append("(a model that picks one letter whatever the question scores that letter's share of the answers)")
     return "\n".join(lines)
