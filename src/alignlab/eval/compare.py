@@ -1,10 +1,15 @@
 """`alignlab compare CFG`: the same prompts to several models, side by side.
 
-Each model answers with its own training template (read from its run). The report has per-model
-metrics (the predict metrics against the dataset's reference answers, the reward model's mean
-score when `reward_model` is set, an LLM judge's win rate against the first model when
-`judge_api_base` is set, answer lengths) and every answer, as report.md and a self-contained
-report.html; results.json holds the same data.
+Each model answers with its own training template (read from its run), with the generating keys
+of the config: `num_beams` > 1 decodes with HF beam search as predict does; a sampled prompt i draws
+from seed `seed + i`, so a rerun gives the same answers whatever the batching. The report has each
+model's settings (model, adapters, template, decoding), per-model metrics (the predict metrics
+against the dataset's reference answers, the reward model's mean score when `reward_model` is set,
+an LLM judge's win rate against the first model when `judge_api_base` is set, answer lengths) and
+every answer, marked right (✓) or wrong (✗) where an `eval_metrics` entry reports an accuracy
+(`classification`, `alignlab.eval.size_accuracy:size_metrics`, or a user metric with an `*accuracy`
+key): the mark is that accuracy of the answer alone. report.md and a self-contained report.html;
+results.json holds the same data.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ import logging
 import os
 import statistics
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..config import ConfigError, load_config
-from .metrics import compute_metrics
+from .metrics import classification_metrics, compute_metrics, load_metric
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +87,94 @@ def _load(spec: ModelSpec, cfg_argv: list[str]):
     return load_inference_model(load_config(args))
 
 
-def _answers(spec: ModelSpec, examples, cfg, cfg_argv) -> tuple[list[str], list[str]]:
+def generation_settings(cfg) -> dict:
+    """The generating keys that decide the answers, as the report shows them."""
+    gen = cfg.generating
+    if gen.num_beams > 1:
+        decoding = f"beam search, {gen.num_beams} beams" + (", sampled" if gen.do_sample else "")
+    else:
+        decoding = "sampling" if gen.do_sample else "greedy"
+    settings = {"decoding": decoding, "max_new_tokens": gen.max_new_tokens, "num_beams": gen.num_beams,
+                "repetition_penalty": gen.repetition_penalty}
+    if gen.do_sample:
+        settings.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                        seed=cfg.resolved.get("seed", 42))
+    if gen.num_beams > 1:
+        settings["length_penalty"] = gen.length_penalty
+    return settings
+
+
+def _sampled_answers(engine, prompts: list[list[int]], params, seed: int) -> list[tuple[str, str]]:
+    """(text, finish reason) of each prompt, all queued at once; a sampled prompt i draws from seed `seed + i`."""
+    results: list = [None] * len(prompts)
+    finished = threading.Semaphore(0)
+    for i, ids in enumerate(prompts):
+        pieces: list[str] = []
+
+        def on_event(event, i=i, pieces=pieces):
+            pieces.append(event.delta)
+            if event.finished:
+                results[i] = ("".join(pieces), event.finish_reason, event.error)
+                finished.release()
+
+        engine.submit(ids, replace(params, seed=seed + i) if params.do_sample else params, on_event)
+    for _ in prompts:
+        finished.acquire()
+    failed = next((r[2] for r in results if r[2]), None)
+    if failed:
+        raise RuntimeError(f"Generation failed: {failed}")
+    return [(text, reason) for text, reason, _ in results]
+
+
+def _beam_answers(loaded, prompts: list[list[int]], cfg, seed: int) -> list[tuple[str, str]]:
+    """HF beam search, as predict decodes with `num_beams` > 1; an answer as long as `max_new_tokens`
+    (counted again from its text) is reported as cut off."""
+    from .generate import generate_batched
+
+    gen = cfg.generating
+    kwargs = dict(num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
+                  repetition_penalty=gen.repetition_penalty, length_penalty=gen.length_penalty)
+    if gen.do_sample:
+        kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
+    torch.manual_seed(seed)
+    texts = [a[0] for a in generate_batched(loaded.model, loaded.tokenizer, loaded.template, prompts,
+                                            batch_size=cfg.model.infer_max_batch, progress=False, **kwargs)]
+    return [(t, "length" if len(loaded.tokenizer.encode(t, add_special_tokens=False)) >= gen.max_new_tokens
+             else "stop") for t in texts]
+
+
+def _answers(spec: ModelSpec, examples, cfg, cfg_argv) -> tuple[list[str], list[str], str]:
+    """Texts, finish reasons and the template name of one model's answers."""
     from ..infer.engine import HFEngine, SamplingParams
 
     loaded = _load(spec, cfg_argv)
     prompts = [loaded.template.encode_prompt(loaded.tokenizer, ex.prompt, ex.system, ex.tools) for ex in examples]
-    engine = HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
-    try:
-        results = engine.generate(prompts, SamplingParams.from_generating_args(cfg.generating))
-    finally:
-        engine.close()
-    return [r["text"] for r in results], [r["finish_reason"] for r in results]
+    seed = cfg.resolved.get("seed", 42)
+    if cfg.generating.num_beams > 1:
+        results = _beam_answers(loaded, prompts, cfg, seed)
+    else:
+        engine = HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
+        try:
+            results = _sampled_answers(engine, prompts, SamplingParams.from_generating_args(cfg.generating), seed)
+        finally:
+            engine.close()
+    return [text for text, _ in results], [reason for _, reason in results], loaded.template.name
+
+
+def answer_marks(predicts: list[str], labels: list[str], extra: str | None) -> tuple[str, list[bool | None]] | None:
+    """(metric, right or wrong per answer) from the first `eval_metrics` entry that reports an accuracy,
+    scoring each answer alone; None where no entry does. An answer without a label gets None."""
+    for spec in [s.strip() for s in (extra or "").split(",") if s.strip()]:
+        metric = classification_metrics if spec == "classification" else load_metric(spec)
+        labelled = [i for i, label in enumerate(labels) if label.strip()]
+        if not labelled:
+            return None
+        key = next((k for k in metric(predicts[labelled[0]:labelled[0] + 1], labels[labelled[0]:labelled[0] + 1])
+                    if k.endswith("accuracy")), None)
+        if key:
+            return key, [metric([p], [label])[key] > 0 if label.strip() else None
+                         for p, label in zip(predicts, labels)]
+    return None
 
 
 def reward_scores(reward_path: str, examples, answers: dict[str, list[str]], cfg_argv) -> dict[str, float]:
@@ -162,10 +245,10 @@ def run_compare(argv: list[str]) -> Path:
     if not examples:
         raise ConfigError(f"{names}: no (user ...) prompts to answer.")
     references = [ex.response[0]["content"] if ex.response else "" for ex in examples]
-    answers, reasons, metrics = {}, {}, {}
+    answers, reasons, metrics, templates = {}, {}, {}, {}
     start = time.time()
     for k, spec in enumerate(specs):
-        answers[spec.name], reasons[spec.name] = _answers(spec, examples, cfg, argv)
+        answers[spec.name], reasons[spec.name], templates[spec.name] = _answers(spec, examples, cfg, argv)
         print(f"compare: {spec.name} answered {len(examples)} prompts ({k + 1}/{len(specs)} models, "
               f"{time.time() - start:.0f}s)", file=sys.stderr, flush=True)
     tokenizer = load_tokenizer(load_config([f"model_name_or_path={specs[0].model}"]).model)
@@ -184,7 +267,16 @@ def run_compare(argv: list[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"prompt": ex.prompt[-1]["content"], "reference": ref, "answers": {n: answers[n][i] for n in answers}}
             for i, (ex, ref) in enumerate(zip(examples, references))]
-    report = {"models": [spec.__dict__ for spec in specs], "metrics": metrics, "rows": rows}
+    marked_by = None
+    for name in answers:
+        marks = answer_marks(answers[name], references, cfg.finetuning.eval_metrics)
+        if marks:
+            marked_by = marks[0]
+            for row, mark in zip(rows, marks[1]):
+                row.setdefault("marks", {})[name] = mark
+    settings = generation_settings(cfg)
+    report = {"models": [{**spec.__dict__, "template": templates[spec.name], "generation": settings} for spec in specs],
+              "metrics": metrics, "marked_by": marked_by, "rows": rows}
     for name, text in (("results.json", json.dumps(report, ensure_ascii=False, indent=2)),
                        ("report.md", render_markdown(report)), ("report.html", render_html(report))):
         tmp = out / f".{name}.tmp"
@@ -201,33 +293,72 @@ def _metric_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     return names, table
 
 
+def _settings_rows(report: dict) -> list[list[str]]:
+    """[setting, value of each model] for model, adapters, template and every generating setting."""
+    models = report["models"]
+    keys = list(dict.fromkeys(k for m in models for k in m.get("generation", {})))
+    table = [["model"] + [m["model"] for m in models],
+             ["adapters"] + [", ".join(m["adapters"]) or "none" for m in models],
+             ["template"] + [m.get("template") or "" for m in models]]
+    return table + [[k] + [str(m["generation"].get(k, "")) for m in models] for k in keys]
+
+
+MARKS = {True: "✓", False: "✗"}
+
+
 def render_markdown(report: dict) -> str:
+    """The settings and metrics tables, then each prompt with its reference and every (marked) answer."""
     names, table = _metric_rows(report)
-    lines = ["# Model comparison", "", "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
+
+    def md_table(first: str, rows: list[list[str]]) -> list[str]:
+        cell = lambda text: text.replace("|", "\\|").replace("\n", " ")
+        return ["| " + " | ".join([first, *names]) + " |", "|---" * (len(names) + 1) + "|",
+                *("| " + " | ".join(map(cell, row)) + " |" for row in rows)]
+
+    lines = ["# Model comparison", "", "## Settings", "", *md_table("setting", _settings_rows(report)), "",
+             "## Metrics", "", *md_table("metric", table)]
+    if report.get("marked_by"):
+        lines += ["", f"✓ right, ✗ wrong: the answer alone scores `{report['marked_by']}` against the reference."]
     for i, row in enumerate(report["rows"], start=1):
         lines += ["", f"## Prompt {i}", "", row["prompt"], ""]
         if row["reference"]:
             lines += [f"**reference**: {row['reference']}", ""]
-        lines += [f"- **{n}**: {text}" for n, text in row["answers"].items()]
+        marks = row.get("marks", {})
+        lines += [f"- **{n}**{' ' + MARKS[marks[n]] if marks.get(n) is not None else ''}: {text}"
+                  for n, text in row["answers"].items()]
     return "\n".join(lines) + "\n"
 
 
 def render_html(report: dict) -> str:
-    """One self-contained page: the metrics table and every prompt with all answers side by side."""
+    """One self-contained page: the settings and metrics tables and every prompt with all answers side by
+    side, each marked right or wrong where a label decides it."""
     e = html.escape
     names, table = _metric_rows(report)
     head = "".join(f"<th>{e(n)}</th>" for n in names)
+    setting_rows = "".join("<tr>" + f"<th scope='row'>{e(row[0])}</th>" + "".join(f"<td>{e(c)}</td>" for c in row[1:])
+                           + "</tr>" for row in _settings_rows(report))
     metric_rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in table)
     has_reference = any(r["reference"] for r in report["rows"])
-    answer_head = "<th>#</th><th>prompt</th>" + ("<th>reference</th>" if has_reference else "") + head
+    marked = {n: [r["marks"][n] for r in report["rows"] if r.get("marks", {}).get(n) is not None] for n in names}
+    model_head = "".join(f"<th>{e(n)}" + (f"<br><span class='tally'>{sum(marked[n])} of {len(marked[n])} ✓</span>"
+                                          if marked[n] else "") + "</th>" for n in names)
+    answer_head = "<th>#</th><th>prompt</th>" + ("<th>reference</th>" if has_reference else "") + model_head
     body = []
     for i, row in enumerate(report["rows"], start=1):
         cells = [f"<td>{i}</td>", f"<td class='prompt'>{e(row['prompt'])}</td>"]
         if has_reference:
             cells.append(f"<td class='reference'>{e(row['reference'])}</td>")
-        cells += [f"<td class='answer' data-model='{e(n)}'>{e(t)}</td>" for n, t in row["answers"].items()]
+        for n, text in row["answers"].items():
+            mark = row.get("marks", {}).get(n)
+            if mark is None:
+                cells.append(f"<td class='answer' data-model='{e(n)}'>{e(text)}</td>")
+            else:
+                verdict = "right" if mark else "wrong"
+                cells.append(f"<td class='answer {verdict}' data-model='{e(n)}' data-mark='{verdict}'>"
+                             f"<span class='mark' title='{verdict}'>{MARKS[mark]}</span> {e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    note = (f"<p class='note'>✓ right, ✗ wrong: the answer alone scores <code>{e(report['marked_by'])}</code> "
+            "against the reference.</p>" if report.get("marked_by") else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>alignlab comparison</title>
 <style>
@@ -235,14 +366,24 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1d1d1f; }}
 table {{ border-collapse: collapse; margin-bottom: 28px; }}
 th, td {{ border: 1px solid #d0d0d7; padding: 6px 10px; vertical-align: top; text-align: left; }}
 th {{ background: #f0f1f5; }}
+#settings td {{ font-family: ui-monospace, monospace; font-size: 13px; word-break: break-all; max-width: 420px; }}
 td.answer, td.prompt, td.reference {{ white-space: pre-wrap; max-width: 360px; }}
 td.reference {{ color: #555; }}
+td.right {{ background: #eaf6ec; }}
+td.wrong {{ background: #fbeaea; }}
+.mark {{ font-weight: bold; }}
+td.right .mark {{ color: #1a7f37; }}
+td.wrong .mark {{ color: #c62828; }}
+.tally {{ font-weight: normal; font-size: 12px; color: #555; }}
 </style></head><body>
 <h1>Model comparison</h1>
 <p>{len(report['rows'])} prompts, {len(names)} models: {e(', '.join(names))}</p>
+<h2>Settings</h2>
+<table id="settings"><tr><th>setting</th>{head}</tr>{setting_rows}</table>
 <h2>Metrics</h2>
 <table id="metrics"><tr><th>metric</th>{head}</tr>{metric_rows}</table>
 <h2>Answers</h2>
+{note}
 <table id="answers"><tr>{answer_head}</tr>{''.join(body)}</table>
 </body></html>
 """
