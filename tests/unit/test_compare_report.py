@@ -30,6 +30,8 @@ def test_marks_follow_the_accuracy_metric_per_answer():
     (["do_sample=true", "temperature=0.7", "top_p=0.9", "seed=7"],
      {"decoding": "sampling", "max_new_tokens": 32, "num_beams": 1, "repetition_penalty": 1.0,
       "temperature": 0.7, "top_p": 0.9, "top_k": 50, "seed": 7}),
+    (["do_sample=true", "temperature=0"], {"decoding": "greedy", "max_new_tokens": 32, "num_beams": 1,
+                                           "repetition_penalty": 1.0}),
     (["do_sample=false", "num_beams=3"], {"decoding": "beam search, 3 beams", "max_new_tokens": 32, "num_beams": 3,
                                           "repetition_penalty": 1.0, "length_penalty": 1.0}),
 ])
@@ -53,13 +55,13 @@ def test_markdown_has_settings_and_marks():
     assert "scores `size_accuracy`" in text
 
 
-def test_sampled_answers_do_not_depend_on_the_batching(tokenizer):
+def test_engine_answers_do_not_depend_on_the_batching(tokenizer):
     """Prompt i samples from seed `seed + i`: one engine with batches of 1 and one with all prompts together
     give the same texts, and each equals that prompt sampled alone with its seed."""
     from dataclasses import replace
 
     from alignlab.data import get_template
-    from alignlab.eval.compare import _sampled_answers
+    from alignlab.eval.compare import _engine_answers
     from alignlab.infer.engine import HFEngine, SamplingParams
     from tests.conftest import tiny_model
 
@@ -72,7 +74,7 @@ def test_sampled_answers_do_not_depend_on_the_batching(tokenizer):
     for max_batch in (1, 4):
         engine = HFEngine(model, tokenizer, template, max_batch=max_batch, seed=max_batch)
         try:
-            texts.append(_sampled_answers(engine, prompts, params, seed=11))
+            texts.append(_engine_answers(engine, prompts, params, seed=11))
         finally:
             engine.close()
     assert texts[0] == texts[1]

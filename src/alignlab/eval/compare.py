@@ -90,13 +90,14 @@ def _load(spec: ModelSpec, cfg_argv: list[str]):
 def generation_settings(cfg) -> dict:
     """The generating keys that decide the answers, as the report shows them."""
     gen = cfg.generating
+    sampled = gen.do_sample and gen.temperature > 0  # temperature 0 means greedy (OpenAI's convention)
     if gen.num_beams > 1:
-        decoding = f"beam search, {gen.num_beams} beams" + (", sampled" if gen.do_sample else "")
+        decoding = f"beam search, {gen.num_beams} beams" + (", sampled" if sampled else "")
     else:
-        decoding = "sampling" if gen.do_sample else "greedy"
+        decoding = "sampling" if sampled else "greedy"
     settings = {"decoding": decoding, "max_new_tokens": gen.max_new_tokens, "num_beams": gen.num_beams,
                 "repetition_penalty": gen.repetition_penalty}
-    if gen.do_sample:
+    if sampled:
         settings.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
                         seed=cfg.resolved.get("seed", 42))
     if gen.num_beams > 1:
@@ -104,7 +105,7 @@ def generation_settings(cfg) -> dict:
     return settings
 
 
-def _sampled_answers(engine, prompts: list[list[int]], params, seed: int) -> list[tuple[str, str]]:
+def _engine_answers(engine, prompts: list[list[int]], params, seed: int) -> list[tuple[str, str]]:
     """(text, finish reason) of each prompt, all queued at once; a sampled prompt i draws from seed `seed + i`."""
     results: list = [None] * len(prompts)
     finished = threading.Semaphore(0)
@@ -132,9 +133,10 @@ def _beam_answers(loaded, prompts: list[list[int]], cfg, seed: int) -> list[tupl
     from .generate import generate_batched
 
     gen = cfg.generating
-    kwargs = dict(num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
+    sampled = gen.do_sample and gen.temperature > 0
+    kwargs = dict(num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, do_sample=sampled,
                   repetition_penalty=gen.repetition_penalty, length_penalty=gen.length_penalty)
-    if gen.do_sample:
+    if sampled:
         kwargs.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
     torch.manual_seed(seed)
     texts = [a[0] for a in generate_batched(loaded.model, loaded.tokenizer, loaded.template, prompts,
@@ -155,7 +157,7 @@ def _answers(spec: ModelSpec, examples, cfg, cfg_argv) -> tuple[list[str], list[
     else:
         engine = HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
         try:
-            results = _sampled_answers(engine, prompts, SamplingParams.from_generating_args(cfg.generating), seed)
+            results = _engine_answers(engine, prompts, SamplingParams.from_generating_args(cfg.generating), seed)
         finally:
             engine.close()
     return [text for text, _ in results], [reason for _, reason in results], loaded.template.name
