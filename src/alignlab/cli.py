@@ -8,7 +8,7 @@ import sys
 USAGE = """usage: alignlab <command> [CONFIG.yaml] [key=value ...] [--key value ...]
 
 commands:
-  train          train a stage (pt, sft, rm, dpo, kto, ppo, grpo) from a YAML config; FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
+  train          train a stage from a YAML config (stages below); FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
   api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
   compare        the same prompts to several models: metrics, reward, judge win rate, report.md + report.html
@@ -16,12 +16,23 @@ commands:
   eval           multiple-choice benchmark (MMLU/C-Eval/CMMLU layout): per-subject and average accuracy
   eval loadtest  HTTP load test of a chat-completions endpoint: req/s, tokens/s, latency percentiles
   data preview   show encoded examples (ids, labels, rendered text); --num N, --json
-  data validate  check every row of the datasets; --all for every registry entry
+  data validate  check every row of the datasets (preference pairs too); --all for every registry entry
+  data synth     questions from templates and variable pools per category (seeded, de-duplicated, split)
+  data generate  answers for a prompt dataset from an OpenAI-compatible endpoint (limit, retries, resume, cost)
+  data judge     answers -> preference pairs by an LLM judge with a rubric (judge_mode improve or pairwise)
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device
   version        the alignlab version
 
-Every command takes the config keys of `alignlab <command> --help`.
+Every command takes the config keys of `alignlab <command> --help`; `alignlab train --help stage=dpo`
+lists only the keys a stage reads.
 """
+
+
+def _usage() -> str:
+    from .config.stages import STAGES
+
+    width = max(map(len, STAGES))
+    return USAGE + "\nstages:\n" + "\n".join(f"  {s.name:<{width}}  {s.summary}" for s in STAGES.values())
 
 
 def _pop_option(argv: list[str], name: str, has_value: bool):
@@ -37,12 +48,27 @@ def _data(argv: list[str]) -> int:
     from .config import help_text, load_config
     from .data.inspect import format_preview, names_of, preview, validate
 
-    if not argv or argv[0] not in ("preview", "validate"):
-        print("usage: alignlab data {preview,validate} [CONFIG] [key=value ...]", file=sys.stderr)
+    if not argv or argv[0] not in ("preview", "validate", "synth", "generate", "judge"):
+        print("usage: alignlab data {preview,validate,synth,generate,judge} [CONFIG] [key=value ...]", file=sys.stderr)
         return 2
     action, rest = argv[0], list(argv[1:])
     if "--help" in rest or "-h" in rest:
         print(f"alignlab data {action}: takes the training keys.\n" + help_text(with_training=False))
+        return 0
+    if action == "synth":
+        from .datagen.synth import run_synth
+
+        run_synth(load_config(rest))
+        return 0
+    if action == "generate":
+        from .datagen.generate import run_generate
+
+        run_generate(load_config(rest))
+        return 0
+    if action == "judge":
+        from .datagen.judge import run_judge
+
+        run_judge(load_config(rest))
         return 0
     if action == "preview":
         num = int(_pop_option(rest, "--num", True) or 3)
@@ -97,7 +123,10 @@ def _train(argv: list[str]) -> int:
     from .config import help_text, load_config
 
     if "--help" in argv or "-h" in argv:
-        print("alignlab train CONFIG.yaml [key=value ...] [--key value ...]\n" + help_text())
+        from .config.parser import split_argv
+
+        _path, given = split_argv([a for a in argv if a not in ("--help", "-h")])
+        print("alignlab train CONFIG.yaml [key=value ...] [--key value ...]\n" + help_text(stage=given.get("stage")))
         return 0
     command = _torchrun_command(argv)
     if command:
@@ -185,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(_usage())
         return 0
     command, rest = argv[0], argv[1:]
     _setup_logging()
@@ -194,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from .eval.mcq import TaskError
     from .model.loader import ModelError
     from .train.online import NonFiniteError
+    from .train.rewards import RewardError
     from .train.trainer import CheckpointSaveError, NonFiniteLossError
 
     try:
@@ -218,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "compare":
             return _compare(rest)
     except (ConfigError, DataError, TemplateError, TaskError, ModelError, NonFiniteLossError, NonFiniteError,
-            CheckpointSaveError, NotImplementedError) as e:
+            CheckpointSaveError, RewardError, NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1
-    print(f"alignlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    print(f"alignlab: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
     return 2
 
 

@@ -82,8 +82,8 @@ def _replace_dir(new: Path, final: Path) -> None:
 
 
 def _write_export(cfg, out: Path) -> None:
-    from .infer.engine import load_inference_model, training_settings
     from .model.adapter import adapter_paths
+    from .model.run_loader import load_inference_model, training_settings
     from .model.value_head import HEAD_FILE
 
     model_args = cfg.model

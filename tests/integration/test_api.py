@@ -402,7 +402,7 @@ def test_api_key_is_compared_in_constant_time(monkeypatch):
 
     from alignlab.data import get_template
     from alignlab.infer.api import create_app
-    from alignlab.infer.engine import LoadedModel
+    from alignlab.model.run_loader import LoadedModel
 
     compared, original = [], hmac.compare_digest
 
@@ -433,7 +433,8 @@ def test_waiting_requests_start_decoding_in_arrival_order(chat_model_dir):
 
     from alignlab.data import get_template
     from alignlab.infer.api import create_app
-    from alignlab.infer.engine import HFEngine, LoadedModel, SamplingParams
+    from alignlab.infer.engine import HFEngine, SamplingParams
+    from alignlab.model.run_loader import LoadedModel
 
     tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)
     template = get_template("qwen3_nothink", tokenizer)

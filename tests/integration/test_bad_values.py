@@ -61,7 +61,7 @@ def test_adapter_folder_as_model_loads_its_base_and_the_adapter(base_model_dir, 
     import torch
 
     from alignlab.config import load_config
-    from alignlab.infer.engine import load_inference_model
+    from alignlab.model.run_loader import load_inference_model
     from tests.integration.test_export import make_adapter
 
     adapter = tmp_path / "adapter"

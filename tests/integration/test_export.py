@@ -157,7 +157,7 @@ def test_export_refuses_a_quantised_base_and_a_missing_export_dir(base_model_dir
 
 def test_serving_keeps_the_runs_preserve_thinking(base_model_dir, tmp_path):
     from alignlab.config import load_config
-    from alignlab.infer.engine import load_inference_model
+    from alignlab.model.run_loader import load_inference_model
 
     adapter = tmp_path / "adapter"
     make_adapter(base_model_dir, adapter, template="qwen3")

@@ -45,3 +45,22 @@ def test_vllm_engine_greedy_matches_the_hf_engine(tmp_path):
         answers[backend] = [r["text"] for r in engine.generate(prompts, params)]
         engine.close()
     assert answers["vllm"] == answers["huggingface"]
+
+
+def test_chat_and_api_engines_place_the_model_on_the_gpu(tmp_path):
+    from transformers import AutoTokenizer
+
+    from alignlab.config import load_config
+    from alignlab.infer.engine import SamplingParams, build_engine
+    from tests.conftest import TINY, tiny_model
+
+    tiny_model(seed=3).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(tmp_path)
+    loaded, engine = build_engine(load_config([f"model_name_or_path={tmp_path}", "template=qwen3_nothink"]))
+    try:
+        assert next(loaded.model.parameters()).device.type == "cuda"
+        prompt = loaded.template.encode_prompt(loaded.tokenizer, [{"role": "user", "content": "hi"}])
+        (answer,) = engine.generate([prompt], SamplingParams(max_new_tokens=4, do_sample=False))
+        assert answer["finish_reason"] in ("stop", "length") and not answer.get("error")
+    finally:
+        engine.close()

@@ -38,12 +38,16 @@ def rewards_of(out):
 @pytest.mark.parametrize("stage, extra", [
     ("grpo", {"grpo_group_size": 4, "learning_rate": 2e-3, "ppo_epochs": 2, "ppo_buffer_size": 2,
               "finetuning_type": "full"}),
+    ("grpo", {"grpo_group_size": 4, "learning_rate": 2e-3, "ppo_epochs": 2, "ppo_buffer_size": 2,
+              "finetuning_type": "full", "advantage_estimator": "rloo"}),
+    ("grpo", {"grpo_group_size": 4, "learning_rate": 2e-3, "ppo_epochs": 2, "ppo_buffer_size": 2,
+              "finetuning_type": "full", "advantage_estimator": "reinforce_pp"}),
     ("ppo", {"learning_rate": 2e-3, "ppo_epochs": 4, "ppo_buffer_size": 2, "per_device_train_batch_size": 16,
              "finetuning_type": "full",
              "ppo_kl_coef": 0.01}),
 ])
 def test_mean_reward_rises_on_a_toy_task(base_model_dir, tmp_path, stage, extra):
-    out = tmp_path / stage
+    out = tmp_path / extra.get("advantage_estimator", stage)
     cfg = load_config(rl_args(base_model_dir, out, stage, max_steps=24,
                               reward_funcs="tests.integration.toy_rewards:ascii_share", **extra), with_training=True)
     run_train(cfg)
@@ -62,7 +66,10 @@ def test_mean_reward_rises_on_a_toy_task(base_model_dir, tmp_path, stage, extra)
 def test_builtin_reward_functions():
     rows = [{"label": "110"}, {"label": "90"}, {"label": "90"}]
     completions = ["建议选 110 码。", "I recommend size 100.", "买大一码总是对的"]
-    assert exact_label([], completions, rows) == [1.0, 0.0, 0.0]
+    size = r"(\d{2,3})\s*码|\b(?i:size)\s*(\d{2,3})\b"  # the demo's answer_regex
+    assert exact_label([], completions, rows, answer_pattern=size) == [1.0, 0.0, 0.0]
+    assert exact_label([], ["The answer: 110", "答案：90。", "\\boxed{80}"], rows) == [1.0, 1.0, 0.0]
+    assert extract_answer("建议 90 码或 100 码", size) is None  # two different answers: none
     assert extract_answer("The answer: 42.") == "42" and extract_answer("\\boxed{7}") == "7"
     assert regex_format([], completions, rows, pattern=r"^建议选 \d+ 码") == [1.0, 0.0, 0.0]
     assert length_penalty([], completions, rows, lengths=[4, 8, 2], max_new_tokens=8) == [-0.5, -1.0, -0.25]

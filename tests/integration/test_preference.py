@@ -100,7 +100,7 @@ def test_precomputed_and_per_step_reference_give_the_same_first_loss(base_model_
     assert abs(first["true"]["rewards/margins"] - first["false"]["rewards/margins"]) < 1e-5
 
 
-@pytest.mark.parametrize("loss", ["hinge", "ipo", "orpo", "simpo"])
+@pytest.mark.parametrize("loss", ["hinge", "ipo", "orpo", "simpo", "bco_pair"])
 def test_other_preference_losses_train(base_model_dir, tmp_path, loss):
     out = tmp_path / loss
     cfg = load_config(common(base_model_dir, out, stage="dpo", dataset="demo_pref", finetuning_type="lora",
@@ -111,6 +111,9 @@ def test_other_preference_losses_train(base_model_dir, tmp_path, loss):
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log if e.get("loss") is not None)
     if loss == "orpo":
         assert {"sft_loss", "odds_ratio_loss"} <= set(log[0])
+    if loss == "bco_pair":  # the running reward mean is logged, and moves as batches come
+        deltas = [e["bco/delta"] for e in log if "bco/delta" in e]
+        assert len(deltas) >= 2 and len(set(deltas)) > 1
 
 
 def test_kto_trains_with_kl_baseline(base_model_dir, tmp_path):

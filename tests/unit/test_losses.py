@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from alignlab.config.stages import ADVANTAGE_ESTIMATORS, PREFERENCE_LOSSES
+from alignlab.train import losses
 from alignlab.train.losses import (
-    dpo_loss,
     kto_loss,
     orpo_loss,
     pairwise_reward_loss,
@@ -17,6 +18,13 @@ from alignlab.train.losses import (
 )
 
 t = torch.tensor
+
+
+def dpo_loss(pc, pr, rc, rr, beta, loss_type="sigmoid", label_smoothing=0.0):
+    """The reference-based loss the PREFERENCE_LOSSES table names for `loss_type`."""
+    spec = PREFERENCE_LOSSES[loss_type]
+    assert spec.needs_reference
+    return getattr(losses, spec.fn)(pc, pr, rc, rr, beta=beta, label_smoothing=label_smoothing)
 
 
 def close(a, b, tol=1e-6):
@@ -189,3 +197,76 @@ def test_k3_group_advantages_and_grpo_loss():
     logps = t([[-1.0, -1.0]])
     loss, m = grpo_loss(logps, logps, logps, t([2.0]), t([[1, 1]]), cliprange=0.2, beta=0.1)
     assert close(loss, -2.0) and close(m["kl"], 0.0)  # ratio 1, no KL: -(1 * 2)
+
+
+def test_every_preference_loss_in_the_table_is_a_function_of_losses_py():
+    for spec in PREFERENCE_LOSSES.values():
+        assert callable(getattr(losses, spec.fn)), spec
+    assert {n for n, s in PREFERENCE_LOSSES.items() if not s.needs_reference} == {"orpo", "simpo"}
+
+
+def test_bco_pair_by_hand_with_its_running_reward_mean():
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    # rewards 0.1 * (-1 + 2) = 0.1 and 0.1 * (-3 + 2.5) = -0.05; the first batch's mean is the running mean
+    loss, m = dpo_loss(*DPO_ARGS, loss_type="bco_pair")
+    delta = (0.1 - 0.05) / 2
+    assert close(m["bco/delta"], delta)
+    assert close(loss, -math.log(sig(0.1 - delta)) - math.log(sig(-(-0.05 - delta))))
+    assert close(m["state/reward_mean"], delta) and close(m["state/reward_count"], 1)
+    # second batch: rewards 0 and 0 -> running mean of the two batch means (TRL's RunningMoments)
+    loss, m = losses.bco_pair_loss(t([-2.0]), t([-2.0]), t([-2.0]), t([-2.0]), beta=0.1,
+                                   reward_mean=m["state/reward_mean"], reward_count=m["state/reward_count"])
+    delta2 = (delta + 0.0) / 2
+    assert close(m["bco/delta"], delta2)
+    assert close(loss, -math.log(sig(-delta2)) - math.log(sig(delta2)))
+
+
+def test_kl_penalized_rewards_by_hand():
+    scores = t([1.0, 2.0])
+    logps = t([[-1.0, -1.0, 0.0], [-1.0, -2.0, -1.0]])
+    ref = t([[-1.5, -1.0, 0.0], [-1.0, -1.0, -1.0]])
+    mask = t([[1, 1, 0], [1, 1, 1]])
+    rewards, kl = losses.kl_penalized_rewards(scores, logps, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, t([[0.5, 0.0, 0.0], [0.0, -1.0, 0.0]]))
+    # -0.1 x kl per token; the score lands on the last response token (index 1, then index 2)
+    assert torch.allclose(rewards, t([[-0.05, 1.0, 0.0], [0.0, 0.1, 2.0]]))
+
+
+def test_rloo_leave_one_out_baseline_by_hand():
+    adv = losses.rloo_advantages(t([1.0, 0.0, 0.0, 2.0, 2.0, 2.0]), group_size=3)
+    # 1 - mean(0, 0) = 1; 0 - mean(1, 0) = -0.5; equal rewards give 0
+    assert torch.allclose(adv, t([1.0, -0.5, -0.5, 0.0, 0.0, 0.0]))
+
+
+def test_reinforce_pp_returns_whitened_over_the_batch_by_hand():
+    rewards = t([[0.0, 1.0, 0.0], [0.5, 0.0, 2.0]])
+    mask = t([[1, 1, 0], [1, 1, 1]])
+    adv = losses.reinforce_pp_advantages(rewards, mask, gamma=1.0)
+    # returns-to-go [1, 1, -] and [2.5, 2, 2]: mean 1.7, unbiased variance 1.8 / 4 = 0.45
+    std = math.sqrt(0.45 + 1e-8)
+    expected = t([[-0.7 / std, -0.7 / std, 0.0], [0.8 / std, 0.3 / std, 0.3 / std]])
+    assert torch.allclose(adv, expected, atol=1e-5)
+    discounted = losses.reinforce_pp_advantages(t([[0.0, 1.0]]), t([[1, 1]]), gamma=0.5)
+    assert discounted[0, 0] < 0 < discounted[0, 1]  # returns 0.5 and 1 around their mean
+
+
+def test_grpo_loss_with_ratio_and_kl_by_hand():
+    from alignlab.train.losses import grpo_loss
+
+    logps, old, ref, mask = t([[-1.0, -2.0]]), t([[-1.2, -1.5]]), t([[-1.0, -1.8]]), t([[1, 1]])
+    r0, r1 = math.exp(0.2), math.exp(-0.5)  # 1.2214 (clipped to 1.2), 0.6065 (clip 0.8 is not taken: min)
+    kl1 = math.exp(0.2) - 0.2 - 1  # k3 at token 1; token 0 has ref == pi
+    loss, m = grpo_loss(logps, old, ref, t([1.0]), mask, cliprange=0.2, beta=0.1)
+    assert close(loss, (-1.2 - (r1 - 0.1 * kl1)) / 2)
+    assert close(m["kl"], kl1 / 2) and close(m["clipfrac"], 1.0)
+    loss, _ = grpo_loss(logps, old, ref, t([-1.0]), mask, cliprange=0.2, beta=0.1)
+    assert close(loss, (r0 + (0.8 + 0.1 * kl1)) / 2)  # negative advantage: min(-r, -clip(r))
+    # one advantage per token gives the same loss as the per-sequence one broadcast
+    per_token, _ = grpo_loss(logps, old, ref, t([[1.0, 1.0]]), mask, cliprange=0.2, beta=0.1)
+    assert close(per_token, (-1.2 - (r1 - 0.1 * kl1)) / 2)
+
+
+def test_grpo_stage_runs_every_critic_free_estimator_of_the_table():
+    from alignlab.train.grpo import ADVANTAGES
+
+    assert set(ADVANTAGES) == {n for n, stage in ADVANTAGE_ESTIMATORS.items() if stage == "grpo"}

@@ -1,7 +1,7 @@
 """Typed configuration: LLaMA-Factory key names, YAML/JSON files, key=value and --key overrides."""
 
 from .args import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
-from .parser import Config, ConfigError, help_text, load_config
+from .parser import Config, ConfigError, help_text, load_config, split_list
 
 __all__ = [
     "Config",
@@ -12,4 +12,5 @@ __all__ = [
     "ModelArguments",
     "help_text",
     "load_config",
+    "split_list",
 ]

@@ -22,17 +22,27 @@ import yaml
 from .args import (
     GROUPS,
     DataArguments,
+    DatagenArguments,
     EvaluationArguments,
     FinetuningArguments,
     GeneratingArguments,
     ModelArguments,
 )
+from .stages import ADVANTAGE_ESTIMATORS, STAGES
 
 logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A configuration problem the user must fix; the message says what, where and how."""
+
+
+def split_list(value: str | list | None) -> list[str]:
+    """A comma-separated key (`dataset`, `adapter_name_or_path`, `reward_funcs`, ...) as its items."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
 
 
 @dataclass
@@ -42,9 +52,35 @@ class Config:
     finetuning: FinetuningArguments
     generating: GeneratingArguments
     evaluation: EvaluationArguments
+    datagen: DatagenArguments
     training: Any | None  # transformers.Seq2SeqTrainingArguments, built only for `train`
     resolved: dict[str, Any]  # every key the user set, after overrides, typed
     sources: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> file or "the command line"
+
+    def plain(self) -> dict[str, Any]:
+        """The keys the user set, as plain YAML values (enums by their value)."""
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in self.resolved.items()}
+
+    def to_yaml(self) -> str:
+        """A config file that `alignlab train` reads back into this config: the keys the user set,
+        under `### group` headings in `--help` order."""
+        from .stages import GROUP_TITLES
+
+        keys = known_keys(with_training=True)
+        by_group: dict[str, dict[str, Any]] = {}
+        for key, value in self.plain().items():
+            by_group.setdefault(key_group(key, keys), {})[key] = value
+        parts = []
+        for group in sorted(by_group, key=list(GROUP_TITLES).index):
+            body = yaml.safe_dump(by_group[group], allow_unicode=True, sort_keys=False, width=1000)
+            parts.append(f"### {GROUP_TITLES[group]}\n{body}")
+        return "\n".join(parts)
+
+    def for_model(self, model: str, adapters: list[str] | None = None) -> Config:
+        """This config with another model (and its adapters, or none): every other key as set."""
+        values = self.plain()
+        values.update(model_name_or_path=model, adapter_name_or_path=",".join(adapters) if adapters else None)
+        return load_config([], with_training=self.training is not None, defaults=values)
 
 
 def _training_class():
@@ -66,6 +102,48 @@ def known_keys(with_training: bool = True) -> dict[str, tuple[type, Any, datacla
         for name, (tp, f) in _fields_of(cls).items():
             keys.setdefault(name, (cls, tp, f))
     return keys
+
+
+def key_group(key: str, keys: dict[str, tuple] | None = None) -> str:
+    """The group a key belongs to (model, method, lora, ..., train); see config/stages.py GROUP_TITLES."""
+    from .stages import OUTPUT_KEYS
+
+    cls, _tp, f = (keys or known_keys(with_training=True))[key]
+    if "group" in (f.metadata or {}):
+        return f.metadata["group"]
+    if cls in GROUPS:
+        return cls.GROUP
+    return "output" if key in OUTPUT_KEYS else "train"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a page or `--help` needs to know of one key."""
+
+    name: str
+    group: str
+    stages: tuple[str, ...]  # the training stages that read it (none: other commands only)
+    type: Any
+    default: Any
+    help: str
+    choices: tuple | None  # the allowed values of a choice key
+
+
+def key_infos(with_training: bool = True) -> dict[str, KeyInfo]:
+    """Every accepted key with its group, the stages reading it, type, default, help and choices."""
+    from .stages import stages_reading
+
+    keys = known_keys(with_training)
+    infos = {}
+    for name, (_cls, tp, f) in keys.items():
+        group = key_group(name, keys)
+        meta = f.metadata or {}
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        literal = next((a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is Literal), None)
+        infos[name] = KeyInfo(name, group, tuple(meta.get("stages") or stages_reading(group)), tp, default,
+                              meta.get("help", ""), typing.get_args(literal) if literal is not None else None)
+    return infos
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -126,7 +204,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return value if isinstance(value, str) else str(value)
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = split_list(value)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"`{key}`: expected a list, got {value!r}.")
         (item_tp,) = typing.get_args(tp)[:1] or (Any,)
@@ -317,8 +395,14 @@ def validate(cfg: Config) -> None:
         d.packing = True
     if d.packing is None:
         d.packing = f.stage == "pt"
-    if d.packing and f.stage not in ("pt", "sft"):
-        raise ConfigError(f"`packing` works for stages pt and sft, not `{f.stage}`.")
+    if d.packing and STAGES[f.stage].data_kind not in ("pt", "sft"):
+        *first, last = [s.name for s in STAGES.values() if s.data_kind in ("pt", "sft")]
+        packable = f"{', '.join(first)} and {last}" if first else last
+        raise ConfigError(f"`packing` works for stages {packable}, not `{f.stage}`.")
+    estimator = cfg.resolved.get("advantage_estimator")
+    if estimator and ADVANTAGE_ESTIMATORS[estimator] != f.stage and STAGES[f.stage].online:
+        raise ConfigError(f"`advantage_estimator: {estimator}` runs under `stage: {ADVANTAGE_ESTIMATORS[estimator]}`, "
+                          f"not `{f.stage}`: set `stage: {ADVANTAGE_ESTIMATORS[estimator]}` or another estimator.")
     if f.lora_alpha is None:
         f.lora_alpha = 2 * f.lora_rank
     if f.finetuning_type != "lora" and (m.adapter_name_or_path or f.use_dora or f.pissa_init):
@@ -398,6 +482,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         finetuning=groups[FinetuningArguments],
         generating=groups[GeneratingArguments],
         evaluation=groups[EvaluationArguments],
+        datagen=groups[DatagenArguments],
         training=training,
         resolved=typed,
         sources=sources,
@@ -416,14 +501,18 @@ def _warn_no_effect(typed: dict[str, Any], keys: dict[str, tuple]) -> None:
             logger.warning("`%s` is accepted for LLaMA-Factory compatibility and has no effect: %s.", key, reason)
 
 
-def help_text(with_training: bool = True) -> str:
-    """Every key with its group, type, default and help, for `--help`."""
-    lines = []
-    classes = list(GROUPS) + ([_training_class()] if with_training else [])
-    for cls in classes:
-        lines.append(f"\n[{cls.__name__}]")
-        for name, (_tp, f) in _fields_of(cls).items():
-            default = f.default if f.default is not dataclasses.MISSING else None
-            doc = (f.metadata or {}).get("help", "").split("\n")[0]
-            lines.append(f"  {name} (default {default!r}): {doc}")
+def help_text(with_training: bool = True, stage: str | None = None) -> str:
+    """Every key under its group with type, default and help, for `--help`; with `stage`, only the
+    keys that stage reads."""
+    from .stages import GROUP_TITLES
+
+    by_group: dict[str, list[KeyInfo]] = {}
+    for info in key_infos(with_training).values():
+        if stage is None or stage in info.stages:
+            by_group.setdefault(info.group, []).append(info)
+    lines = [f"keys read by stage {stage}:" if stage else "keys:"]
+    for group in sorted(by_group, key=list(GROUP_TITLES).index):
+        lines.append(f"\n[{GROUP_TITLES[group]}]")
+        for info in by_group[group]:
+            lines.append(f"  {info.name} (default {info.default!r}): {info.help.splitlines()[0] if info.help else ''}")
     return "\n".join(lines)

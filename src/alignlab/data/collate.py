@@ -17,6 +17,20 @@ def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (length - len(r)) for r in rows], dtype=torch.long)
 
 
+def pad_rows(rows: list[list[int]], pad_id: int | None, side: str = "left", device=None):
+    """Token rows -> (ids, attention_mask) of one width: padding on the left (prompts to generate from)
+    or the right (sequences to score at their last token)."""
+    pad_id = pad_id or 0
+    width = max(map(len, rows))
+    if side == "left":
+        ids = [[pad_id] * (width - len(r)) + list(r) for r in rows]
+        mask = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+    else:
+        ids = [list(r) + [pad_id] * (width - len(r)) for r in rows]
+        mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+
+
 def block_causal_mask(seq_lens_batch: list[list[int]], length: int) -> torch.Tensor:
     """(B, 1, T, T) bool: token i attends to j iff both are in the same packed example and j <= i.
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
+from collections import defaultdict
 from dataclasses import replace
 
+from ..config.stages import STAGES
 from .convert import SkipReport
 from .encode import IGNORE_INDEX, EncodeOptions
 from .loader import (
@@ -91,7 +94,8 @@ def guess_kind(attr, data_args) -> str:
     return "prompt"
 
 
-KIND_STAGES = {"sft": "sft", "pairwise": "rm/dpo", "feedback": "kto", "prompt": "pt/ppo/grpo", "pt": "pt"}
+KIND_STAGES = {kind: "/".join(s.name for s in STAGES.values() if s.data_kind == kind)
+               for kind in {s.data_kind for s in STAGES.values()}}
 
 
 def validate(data_args, names: list[str] | None, stage: str | None, max_errors: int = 5) -> tuple[str, bool]:
@@ -121,7 +125,8 @@ def validate(data_args, names: list[str] | None, stage: str | None, max_errors: 
         examples = read_dataset(data_args, attr, kind, seed=42, report=report, on_error=errors.append)
         if not examples and not errors:
             errors.append(f"Dataset {name!r} has no usable rows.")
-        status = "ERRORS" if errors else "ok"
+        pair_lines, pairs_ok = check_pairs(examples) if kind == "pairwise" else ([], True)
+        status = "ERRORS" if errors or not pairs_ok else "ok"
         lines.append(f"{name}: {status}: {len(examples)} rows ok, {report.dropped(name)} dropped, "
                      f"{len(errors)} with errors (as {stage or KIND_STAGES[kind]} data)")
         if report.counts:
@@ -129,8 +134,51 @@ def validate(data_args, names: list[str] | None, stage: str | None, max_errors: 
         lines += [f"  - {e}" for e in errors[:max_errors]]
         if len(errors) > max_errors:
             lines.append(f"  - ... and {len(errors) - max_errors} more errors")
-        ok = ok and not errors
+        lines += pair_lines
+        ok = ok and not errors and pairs_ok
     return "\n".join(lines), ok
+
+
+PAIR_LENGTH_RATIO = 4  # an answer this many times longer or shorter than the median is reported
+
+
+def _rows_by_reason(found: dict[str, list]) -> str:
+    return ", ".join(f"{len(rows)} {reason} ({'row' if len(rows) == 1 else 'rows'} "
+                     f"{', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''})" for reason, rows in found.items())
+
+
+def check_pairs(examples) -> tuple[list[str], bool]:
+    """Preference checks beyond conversion: rows unusable as pairs (chosen equals rejected, an empty
+    chosen, rejected or question) fail the dataset; exact-duplicate prompts and answers far longer or
+    shorter than the median are reported. Returns report lines and whether no row is unusable."""
+    unusable: dict[str, list] = defaultdict(list)
+    notes: dict[str, list] = defaultdict(list)
+    first_row: dict[str, int] = {}
+    for ex in examples:
+        chosen, rejected = ex.chosen["content"].strip(), ex.rejected["content"].strip()
+        for what, text in (("chosen", chosen), ("rejected", rejected), ("question", ex.prompt[-1]["content"].strip())):
+            if not text:
+                unusable[f"empty {what}"].append(ex.row)
+        if chosen and chosen == rejected:
+            unusable["chosen equals rejected"].append(ex.row)
+        prompt = json.dumps([ex.dataset, ex.system, ex.prompt], ensure_ascii=False)
+        if prompt in first_row:
+            notes["duplicate prompt"].append(f"{ex.row} = {first_row[prompt]}")
+        first_row.setdefault(prompt, ex.row)
+    if len(examples) >= 10:
+        for what in ("chosen", "rejected"):
+            lengths = [len(getattr(ex, what)["content"]) for ex in examples]
+            median = statistics.median(lengths)
+            for ex, n in zip(examples, lengths):
+                if n and median and (n > PAIR_LENGTH_RATIO * median or n * PAIR_LENGTH_RATIO < median):
+                    notes[f"{what} length outlier (median {median:g} chars)"].append(f"{ex.row}: {n}")
+    lines = []
+    if unusable:
+        count = len({row for rows in unusable.values() for row in rows})
+        lines.append(f"  preference pairs: {count} rows unusable, drop them before training: {_rows_by_reason(unusable)}")
+    if notes:
+        lines.append(f"  preference notes: {_rows_by_reason(notes)}")
+    return lines, not unusable
 
 
 def names_of(value: str | None) -> list[str] | None:

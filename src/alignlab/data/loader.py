@@ -22,6 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from ..config import split_list
+from ..config.stages import STAGES
 from .convert import Example, SkipReport, check_mapped_columns, convert_row
 from .encode import (
     EncodeOptions,
@@ -37,13 +39,12 @@ from .registry import DataError, data_files, get_dataset_attr, iter_rows, read_d
 
 logger = logging.getLogger(__name__)
 
-STAGE_KIND = {"pt": "pt", "sft": "sft", "rm": "pairwise", "dpo": "pairwise", "kto": "feedback",
-              "ppo": "prompt", "grpo": "prompt", "predict": "prompt"}
+STAGE_KIND = {name: stage.data_kind for name, stage in STAGES.items()} | {"predict": "prompt"}
 CACHE_FORMAT = 2  # bump when the encoded layout changes
 
 
 def split_names(names: str | None) -> list[str]:
-    return [n.strip() for n in (names or "").split(",") if n.strip()]
+    return split_list(names)
 
 
 def check_fits_stage(attr, kind: str | None) -> None:
@@ -138,7 +139,7 @@ def mix(datasets: list[list[Example]], strategy: str, probs: str | None, seed: i
     exhausted dataset is drawn, `interleave_over` restarts it until every dataset ran out once."""
     if strategy == "concat" or len(datasets) == 1:
         return [ex for d in datasets for ex in d]
-    weights = [float(p) for p in probs.split(",")] if probs else [1.0] * len(datasets)
+    weights = [float(p) for p in split_list(probs)] if probs else [1.0] * len(datasets)
     if len(weights) != len(datasets):
         raise DataError(f"`interleave_probs` has {len(weights)} values for {len(datasets)} datasets.")
     rng = random.Random(seed)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..config import ConfigError
+from .registry import DataError
+
 DEFAULT_TOOL_PROMPT = (
     "You have access to the following tools:\n{tool_text}"
     "Use the following format if using a tool:\n"
@@ -52,7 +55,7 @@ def parse_tools(tools: Any) -> list[dict]:
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise ValueError("tools must be a JSON list of objects")
+        raise DataError("tools must be a JSON list of objects")
     return tools
 
 
@@ -91,7 +94,7 @@ def format_tools(tool_format: str, tools: list[dict], date: str = "26 Jul 2024")
         return GLM4_TOOL_PROMPT.format(tool_text=text)
     if tool_format == "mistral":
         return "[AVAILABLE_TOOLS] " + json.dumps([_wrap(t) for t in tools], ensure_ascii=False) + "[/AVAILABLE_TOOLS]"
-    raise ValueError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
+    raise ConfigError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
 
 
 def parse_function_calls(content: str) -> list[tuple[str, str]]:
@@ -119,11 +122,11 @@ def format_function_calls(tool_format: str, calls: list[tuple[str, str]]) -> str
         return json.dumps(objs[0] if len(objs) == 1 else objs, ensure_ascii=False)
     if tool_format == "glm4":
         if len(calls) > 1:
-            raise ValueError("GLM-4 does not support parallel function calls.")
+            raise DataError("GLM-4 does not support parallel function calls: split them into separate turns.")
         return f"{calls[0][0]}\n{calls[0][1]}"
     if tool_format == "mistral":
         return json.dumps([{"name": n, "arguments": json.loads(a)} for n, a in calls], ensure_ascii=False)
-    raise ValueError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
+    raise ConfigError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
 
 
 def _json_calls(text: str, args_key: str) -> list[tuple[str, str]] | None:
@@ -166,4 +169,4 @@ def extract_function_calls(tool_format: str, text: str) -> list[tuple[str, str]]
             return [(name.strip(), json.dumps(json.loads(args), ensure_ascii=False))] if name.strip() and args else None
         except ValueError:
             return None
-    raise ValueError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")
+    raise ConfigError(f"Unknown tool_format {tool_format!r}; choose one of {', '.join(TOOL_FORMATS)}.")

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, load_config
-from .metrics import classification_metrics, compute_metrics, load_metric
+from ..config import ConfigError, load_config, split_list
+from ..files import write_atomic
+from .metrics import compute_metrics, parse_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ModelSpec:
 
 
 def _base_of(adapter: str) -> str:
-    from ..infer.engine import run_settings
+    from ..model.run_loader import run_settings
 
     base = (run_settings(adapter) or {}).get("model_name_or_path")
     if not base:
@@ -62,7 +63,7 @@ def parse_models(spec: str | None, default_model: str | None) -> list[ModelSpec]
         raise ConfigError("`alignlab compare` needs `compare_models`, e.g. "
                           "compare_models: sft=saves/demo/sft, dpo=saves/demo/dpo")
     models = []
-    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+    for item in split_list(spec):
         name, _, path = item.partition("=")
         if not path:
             name, path = Path(item).name, item
@@ -79,12 +80,10 @@ def parse_models(spec: str | None, default_model: str | None) -> list[ModelSpec]
     return models
 
 
-def _load(spec: ModelSpec, cfg_argv: list[str]):
-    from ..infer.engine import load_inference_model
+def _load(spec: ModelSpec, cfg):
+    from ..model.run_loader import load_inference_model
 
-    args = [*cfg_argv, f"model_name_or_path={spec.model}",
-            f"adapter_name_or_path={','.join(spec.adapters) if spec.adapters else 'null'}"]
-    return load_inference_model(load_config(args))
+    return load_inference_model(cfg.for_model(spec.model, spec.adapters))
 
 
 def generation_settings(cfg) -> dict:
@@ -145,11 +144,11 @@ def _beam_answers(loaded, prompts: list[list[int]], cfg, seed: int) -> list[tupl
              else "stop") for t in texts]
 
 
-def _answers(spec: ModelSpec, examples, cfg, cfg_argv) -> tuple[list[str], list[str], str]:
+def _answers(spec: ModelSpec, examples, cfg) -> tuple[list[str], list[str], str]:
     """Texts, finish reasons and the template name of one model's answers."""
     from ..infer.engine import HFEngine, SamplingParams
 
-    loaded = _load(spec, cfg_argv)
+    loaded = _load(spec, cfg)
     prompts = [loaded.template.encode_prompt(loaded.tokenizer, ex.prompt, ex.system, ex.tools) for ex in examples]
     seed = cfg.resolved.get("seed", 42)
     if cfg.generating.num_beams > 1:
@@ -166,8 +165,7 @@ def _answers(spec: ModelSpec, examples, cfg, cfg_argv) -> tuple[list[str], list[
 def answer_marks(predicts: list[str], labels: list[str], extra: str | None) -> tuple[str, list[bool | None]] | None:
     """(metric, right or wrong per answer) from the first `eval_metrics` entry that reports an accuracy,
     scoring each answer alone; None where no entry does. An answer without a label gets None."""
-    for spec in [s.strip() for s in (extra or "").split(",") if s.strip()]:
-        metric = classification_metrics if spec == "classification" else load_metric(spec)
+    for metric in parse_metrics(extra):
         labelled = [i for i, label in enumerate(labels) if label.strip()]
         if not labelled:
             return None
@@ -179,23 +177,18 @@ def answer_marks(predicts: list[str], labels: list[str], extra: str | None) -> t
     return None
 
 
-def reward_scores(reward_path: str, examples, answers: dict[str, list[str]], cfg_argv) -> dict[str, float]:
+def reward_scores(reward_path: str, examples, answers: dict[str, list[str]], cfg) -> dict[str, float]:
     """Mean reward-model score of each model's answers (conversation rendered with the RM's template)."""
     adapters = [reward_path] if (Path(reward_path) / "adapter_config.json").is_file() else []
-    loaded = _load(ModelSpec("rm", _base_of(reward_path) if adapters else reward_path, adapters), cfg_argv)
+    loaded = _load(ModelSpec("rm", _base_of(reward_path) if adapters else reward_path, adapters), cfg)
     if loaded.reward_model is None:
         raise ConfigError(f"reward_model {reward_path} has no value_head.safetensors: point it at a run of stage rm.")
     means = {}
-    tokenizer, template = loaded.tokenizer, loaded.template
-    with torch.inference_mode():
-        for name, texts in answers.items():
-            scores = []
-            for ex, text in zip(examples, texts):
-                prompt, answer = template.encode_oneturn(tokenizer, [*ex.prompt, {"role": "assistant", "content": text}],
-                                                         ex.system, ex.tools)
-                ids = torch.tensor([prompt + answer])
-                scores.append(loaded.reward_model.scores(ids, torch.ones_like(ids)).item())
-            means[name] = statistics.fmean(scores)
+    for name, texts in answers.items():
+        scores = loaded.reward_model.score_answers(loaded.tokenizer, loaded.template, [ex.prompt for ex in examples],
+                                                   [ex.system for ex in examples], texts,
+                                                   [ex.tools for ex in examples])
+        means[name] = statistics.fmean(scores.tolist())
     return means
 
 
@@ -250,7 +243,7 @@ def run_compare(argv: list[str]) -> Path:
     answers, reasons, metrics, templates = {}, {}, {}, {}
     start = time.time()
     for k, spec in enumerate(specs):
-        answers[spec.name], reasons[spec.name], templates[spec.name] = _answers(spec, examples, cfg, argv)
+        answers[spec.name], reasons[spec.name], templates[spec.name] = _answers(spec, examples, cfg)
         print(f"compare: {spec.name} answered {len(examples)} prompts ({k + 1}/{len(specs)} models, "
               f"{time.time() - start:.0f}s)", file=sys.stderr, flush=True)
     tokenizer = load_tokenizer(load_config([f"model_name_or_path={specs[0].model}"]).model)
@@ -259,7 +252,7 @@ def run_compare(argv: list[str]) -> Path:
             if any(references) else {}
         metrics[spec.name].update(_lengths(tokenizer, answers[spec.name], reasons[spec.name]))
     if cfg.finetuning.reward_model:
-        for name, score in reward_scores(cfg.finetuning.reward_model, examples, answers, argv).items():
+        for name, score in reward_scores(cfg.finetuning.reward_model, examples, answers, cfg).items():
             metrics[name]["reward"] = score
     if cfg.evaluation.judge_api_base:
         for name, rate in judge_win_rates(cfg.evaluation.judge_api_base, cfg.evaluation.judge_model, examples,
@@ -281,9 +274,7 @@ def run_compare(argv: list[str]) -> Path:
               "metrics": metrics, "marked_by": marked_by, "rows": rows}
     for name, text in (("results.json", json.dumps(report, ensure_ascii=False, indent=2)),
                        ("report.md", render_markdown(report)), ("report.html", render_html(report))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / name)
+        write_atomic(out / name, text)
     return out / "report.html"
 
 

@@ -8,15 +8,17 @@ import time
 
 import torch
 
+from ..data.collate import pad_rows
+
 
 def load_for_inference(model_dir: str, adapter: str | None = None):
     """Model, tokenizer and template of a run directory (the template its run_config.yaml names)."""
     from ..config import load_config
-    from ..infer.engine import load_inference_model, run_settings
+    from ..model.run_loader import load_inference_model, run_settings
 
     base = (run_settings(adapter) or {}).get("model_name_or_path", model_dir) if adapter else model_dir
-    args = [f"model_name_or_path={base}"] + ([f"adapter_name_or_path={adapter}"] if adapter else [])
-    loaded = load_inference_model(load_config(args))
+    loaded = load_inference_model(load_config([], defaults={"model_name_or_path": base,
+                                                             "adapter_name_or_path": adapter}))
     return loaded.model, loaded.tokenizer, loaded.template
 
 
@@ -30,12 +32,12 @@ def generate_batched(model, tokenizer, template, prompts: list[list[int]], *, ba
     answers: list[list[str]] = [[] for _ in prompts]
     pad = tokenizer.pad_token_id
     stop = template.stop_token_ids(tokenizer)
+    device = next(model.parameters()).device
     start = time.time()
     for done in range(0, len(order), batch_size):
         chunk = order[done:done + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        ids, mask = pad_rows([prompts[i] for i in chunk], pad, device=device)
+        width = ids.shape[1]
         out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=num_samples,
                              eos_token_id=stop, pad_token_id=pad, **gen_kwargs)
         texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

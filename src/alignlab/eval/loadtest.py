@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..files import write_atomic
+
 DEFAULT_PROMPTS = [
     "孩子身高 95 cm，买童装选多大码？",
     "My kid is 120 cm tall. Which clothing size should I buy?",
@@ -216,7 +218,5 @@ def main(argv: list[str]) -> int:
     if args.report:
         path = Path(args.report)
         text = table + "\n" if path.suffix == ".md" else json.dumps(rows, indent=2) + "\n"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, text)
     return 1 if any(r["errors"] for r in rows) else 0

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import torch
 
+from ..data.collate import pad_rows
+from ..files import write_atomic
+
 CHOICES = ("A", "B", "C", "D")
 WORDING = {
     "en": {"system": "The following are multiple choice questions (with answers) about {subject}.\n\n",
@@ -115,10 +118,7 @@ def logit_scorer(model, tokenizer, batch_size: int) -> Callable[[list[list[int]]
         out = []
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
-            width = max(map(len, chunk))
-            pad = tokenizer.pad_token_id or 0
-            ids = torch.tensor([p + [pad] * (width - len(p)) for p in chunk], device=device)
-            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in chunk], device=device)
+            ids, mask = pad_rows(chunk, tokenizer.pad_token_id, side="right", device=device)
             logits = model(input_ids=ids, attention_mask=mask).logits
             last = logits[torch.arange(len(chunk), device=device), mask.sum(-1) - 1]
             out.append(last[:, letters].float().cpu())
@@ -162,7 +162,7 @@ def evaluate_task(subjects: dict, mapping: dict, split: str, tokenizer, template
 
 
 def _score_model(cfg, subjects: dict, mapping: dict, split: str) -> dict:
-    from ..infer.engine import load_inference_model
+    from ..model.run_loader import load_inference_model
 
     e = cfg.evaluation
     loaded = load_inference_model(cfg)
@@ -190,10 +190,7 @@ def run_eval(cfg) -> dict:
     else:
         results.update(_score_model(cfg, subjects, mapping, split))
     out = Path(e.save_dir or Path("saves") / "eval" / e.task)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=2))
     return results | {"results_file": str(out / "results.json")}
 
 

@@ -11,6 +11,8 @@ import importlib
 import logging
 from collections.abc import Callable
 
+from ..config import ConfigError, split_list
+
 logger = logging.getLogger(__name__)
 
 
@@ -76,18 +78,26 @@ def load_metric(spec: str) -> Callable[[list[str], list[str]], dict]:
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"eval_metrics {spec!r}: cannot import {name!r} from {module!r} ({e}). Give "
+        raise ConfigError(f"eval_metrics {spec!r}: cannot import {name!r} from {module!r} ({e}). Give "
                          "`module:function` on the Python path, taking (predicts, labels) and returning a dict.") from None
+
+
+def parse_metrics(extra: str | None) -> list[Callable[[list[str], list[str]], dict]]:
+    """`eval_metrics` -> its metric functions, in order; a bad entry is a ConfigError naming it."""
+    metrics = []
+    for spec in split_list(extra):
+        if spec == "classification":
+            metrics.append(classification_metrics)
+        elif ":" in spec:
+            metrics.append(load_metric(spec))
+        else:
+            raise ConfigError(f"eval_metrics {spec!r}: use `classification` or `module:function`.")
+    return metrics
 
 
 def compute_metrics(predicts: list[str], labels: list[str], extra: str | None = None) -> dict:
     """Similarity metrics always; `extra` adds `classification` and/or `module:function` metrics."""
     metrics: dict = similarity_metrics(predicts, labels)
-    for spec in [s.strip() for s in (extra or "").split(",") if s.strip()]:
-        if spec == "classification":
-            metrics.update(classification_metrics(predicts, labels))
-        elif ":" in spec:
-            metrics.update(load_metric(spec)(predicts, labels))
-        else:
-            raise ValueError(f"eval_metrics {spec!r}: use `classification` or `module:function`.")
+    for metric in parse_metrics(extra):
+        metrics.update(metric(predicts, labels))
     return metrics

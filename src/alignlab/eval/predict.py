@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from ..files import write_atomic
 from ..infer.engine import HFEngine, SamplingParams
 from .generate import generate_batched
 from .metrics import compute_metrics
@@ -81,9 +82,7 @@ def finished_rows(out: Path, settings: dict, expected: list[tuple[str, str]]) ->
     with open(path, "ab") as f:  # keep the rows that match, drop the rest (a torn last line included)
         f.truncate(size)
     if previous != settings:
-        tmp = settings_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings, indent=2))
-        tmp.replace(settings_path)
+        write_atomic(settings_path, json.dumps(settings, indent=2))
     if kept:
         logger.warning("Resuming predict: %d of %d rows are already in %s.", len(kept), len(expected), path)
     return kept
@@ -178,9 +177,7 @@ def run_predict(cfg, model, tokenizer, template) -> dict:
     labels = [label for _, label in expected]
     metrics = {f"predict_{k}": v for k, v in compute_metrics(predicts, labels, cfg.finetuning.eval_metrics).items()}
     metrics["predict_samples"] = len(predicts)
-    tmp = out / "predict_results.json.tmp"
-    tmp.write_text(json.dumps(metrics, ensure_ascii=False, indent=2))
-    tmp.replace(out / "predict_results.json")
+    write_atomic(out / "predict_results.json", json.dumps(metrics, ensure_ascii=False, indent=2))
     logger.info("Predictions in %s; metrics: %s", out / PREDICTIONS,
                 {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return metrics

@@ -15,54 +15,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from ..data.collate import pad_rows
+from ..model.run_loader import load_inference_model
+from .protocol import Engine, Event, SamplingParams, TokenLogprob
 
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 1024
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k filter
-    repetition_penalty: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    logprobs: int | None = None  # None: none; k: each token's logprob and its k most likely alternatives
-
-    @classmethod
-    def from_generating_args(cls, gen, **overrides) -> SamplingParams:
-        """The config's generating keys, with per-request overrides (None means keep)."""
-        values = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample, temperature=gen.temperature,
-                      top_p=gen.top_p, top_k=gen.top_k, repetition_penalty=gen.repetition_penalty)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["temperature"] == 0:  # OpenAI's convention for greedy decoding
-            values.update(do_sample=False, temperature=1.0)
-        values["stop"] = tuple(values.get("stop") or ())
-        return cls(**values)
-
-
-@dataclass
-class Event:
-    """What a request's callback receives: new text, and the end of the answer when `finished`."""
-
-    delta: str
-    finished: bool = False
-    finish_reason: str | None = None  # stop | length | cancelled | error
-    completion_tokens: int = 0
-    error: str | None = None
-    logprobs: list[TokenLogprob] | None = None  # the tokens behind `delta`, when the request asked for them
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()  # (token id, logprob), most likely first
+__all__ = ["Engine", "Event", "HFEngine", "RewardScorer", "SamplingParams", "TokenLogprob", "build_engine",
+           "split_reasoning"]
 
 
 def held_back(text: str, words) -> int:
@@ -134,7 +98,7 @@ def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return F.pad(x, pad)
 
 
-class HFEngine:
+class HFEngine(Engine):
     """Dynamic-batching generation with a Hugging Face causal LM (see the module docstring)."""
 
     can_generate = True
@@ -171,41 +135,6 @@ class HFEngine:
                 self._thread.start()
             self._cond.notify()
         return seq
-
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[Event]:
-        """Events of one answer as they are produced (blocking iterator)."""
-        import queue
-
-        events: queue.Queue[Event] = queue.Queue()
-        seq = self.submit(prompt_ids, params, events.put)
-        try:
-            while True:
-                event = events.get()
-                yield event
-                if event.finished:
-                    return
-        finally:
-            seq.cancel()
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[dict]:
-        """Blocking: submit every prompt at once and return text, token count and finish reason of each."""
-        results: list[dict] = [{"text": "", "finish_reason": None, "completion_tokens": 0} for _ in prompts]
-        done = [threading.Event() for _ in prompts]
-
-        def collect(i):
-            def on_event(event: Event):
-                results[i]["text"] += event.delta
-                if event.finished:
-                    results[i].update(finish_reason=event.finish_reason, completion_tokens=event.completion_tokens,
-                                      error=event.error)
-                    done[i].set()
-            return on_event
-
-        for i, ids in enumerate(prompts):
-            self.submit(ids, params, collect(i))
-        for event in done:
-            event.wait()
-        return results
 
     def close(self) -> None:
         with self._cond:
@@ -253,10 +182,7 @@ class HFEngine:
     def _prefill(self, batch: _Batch, new: list[Sequence]) -> None:
         from transformers import DynamicCache
 
-        width = max(len(s.prompt_ids) for s in new)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new])
-        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new])
+        ids, mask = pad_rows([s.prompt_ids for s in new], self.tokenizer.pad_token_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
         self._merge(batch, new, cache, mask)
@@ -371,72 +297,7 @@ class HFEngine:
         return tokens
 
 
-@dataclass
-class LoadedModel:
-    model: object
-    tokenizer: object
-    template: object
-    name: str
-    reward_model: object = None  # a ValueHeadModel when the run is a reward model
-
-
-def run_settings(folder) -> dict | None:
-    """The run_config.yaml a training run (or an export) left in `folder`; None when there is none."""
-    from pathlib import Path
-
-    import yaml
-
-    path = Path(folder) / "run_config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
-
-
-def training_settings(model_args) -> dict:
-    """The run settings saved with the newest adapter, else with the model folder, else {}."""
-    from ..model.adapter import adapter_paths
-
-    for folder in [*reversed(adapter_paths(model_args)), model_args.model_name_or_path]:
-        settings = run_settings(folder)
-        if settings is not None:
-            return settings
-    return {}
-
-
-def load_inference_model(cfg) -> LoadedModel:
-    """Model (+ adapters, + value head for reward models), tokenizer and the template the run trained
-    with; an explicit `template` that differs from the run's is used, with a warning."""
-    import logging
-    from pathlib import Path
-
-    from ..data import get_template
-    from ..model import load_tokenizer
-    from ..model.adapter import adapter_paths, init_adapter
-    from ..model.loader import load_model
-    from ..model.value_head import HEAD_FILE, ValueHeadModel
-
-    logger = logging.getLogger(__name__)
-    saved = training_settings(cfg.model)
-    name = cfg.data.template if "template" in cfg.resolved else saved.get("template")
-    if "template" in cfg.resolved and saved.get("template") and saved["template"] != name:
-        logger.warning("Serving with template %r, but the model was trained with %r: answers may be garbage. "
-                       "Drop `template` to use the training template.", name, saved["template"])
-    pick = {k: cfg.resolved.get(k, saved.get(k))
-            for k in ("default_system", "enable_thinking", "tool_format", "preserve_thinking")}
-    tokenizer = load_tokenizer(cfg.model)
-    template = get_template(name, tokenizer, default_system=pick["default_system"],
-                            enable_thinking=True if pick["enable_thinking"] is None else pick["enable_thinking"],
-                            tool_format=pick["tool_format"], preserve_thinking=bool(pick["preserve_thinking"]))
-    model = init_adapter(load_model(tokenizer, cfg.model), cfg.model, cfg.finetuning, is_trainable=False).eval()
-    adapters = adapter_paths(cfg.model)
-    last = Path(adapters[-1] if adapters else cfg.model.model_name_or_path)
-    reward_model = None
-    if (last / HEAD_FILE).is_file():
-        reward_model = ValueHeadModel(model)
-        reward_model.load_head(str(last))
-        reward_model.to(next(model.parameters()).device).eval()
-    return LoadedModel(model, tokenizer, template, last.name or "model", reward_model)
-
-
-class RewardScorer:
+class RewardScorer(Engine):
     """Scores whole texts with a value-head reward model (the last token's value), thread-safe."""
 
     can_generate = False
@@ -446,24 +307,16 @@ class RewardScorer:
         self._lock = threading.Lock()
         self.stats = {"scored": 0}
 
-    @torch.inference_mode()
     def score(self, texts: list[str], max_length: int | None = None) -> list[float]:
         rows = [self.tokenizer.encode(t, add_special_tokens=False)[:max_length] or [self.tokenizer.pad_token_id]
                 for t in texts]
-        device = next(self.model.parameters()).device
-        scores: list[float] = []
         with self._lock:
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
-                width = max(map(len, chunk))
-                ids = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in chunk])
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
-                scores += self.model.scores(ids.to(device), mask.to(device)).float().cpu().tolist()
+            scores = self.model.score_rows(rows, self.tokenizer.pad_token_id, self.batch_size).tolist()
             self.stats["scored"] += len(texts)
         return scores
 
 
-def build_engine(cfg):
+def build_engine(cfg):  # -> (LoadedModel, Engine)
     """The engine `infer_backend` asks for, over the model of `cfg`; reward models get a scorer."""
     if cfg.generating.num_beams > 1:
         from ..config import ConfigError
@@ -471,12 +324,12 @@ def build_engine(cfg):
         raise ConfigError(f"num_beams: {cfg.generating.num_beams} — chat and api generate token by token (streamed, "
                           "batched) and cannot beam-search. Set num_beams: 1 here; beam search is available in "
                           "`do_predict` with `predict_with_generate` (stage sft).")
-    loaded = load_inference_model(cfg)
-    if loaded.reward_model is not None:
-        return loaded, RewardScorer(loaded.reward_model, loaded.tokenizer)
     if cfg.model.infer_backend == "vllm":
         from .vllm_engine import VllmEngine
 
-        return loaded, VllmEngine(cfg, loaded)
+        return VllmEngine.launch(cfg)
+    loaded = load_inference_model(cfg)
+    if loaded.reward_model is not None:
+        return loaded, RewardScorer(loaded.reward_model, loaded.tokenizer)
     return loaded, HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
 

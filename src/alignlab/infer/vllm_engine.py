@@ -9,7 +9,8 @@ import asyncio
 import threading
 import uuid
 
-from .engine import Event, HFEngine, SamplingParams, TokenLogprob
+from ..config import ConfigError
+from .protocol import Engine, Event, SamplingParams, TokenLogprob
 
 
 class _Handle:
@@ -21,20 +22,29 @@ class _Handle:
             asyncio.run_coroutine_threadsafe(self.engine.vllm.abort(self.request_id), self.engine.loop)
 
 
-class VllmEngine:
-    can_generate = True
+class VllmEngine(Engine):
+    """vLLM loads the weights itself: no Hugging Face copy of the model is loaded beside it."""
+
+    @classmethod
+    def launch(cls, cfg):
+        """(LoadedModel without weights, the engine) for `cfg`."""
+        from ..model.run_loader import LoadedModel, load_tokenizer_and_template
+
+        tokenizer, template = load_tokenizer_and_template(cfg)
+        loaded = LoadedModel(None, tokenizer, template, cfg.model.model_name_or_path.rstrip("/").split("/")[-1])
+        return loaded, cls(cfg, loaded)
 
     def __init__(self, cfg, loaded):
         try:
             from vllm import AsyncEngineArgs, AsyncLLMEngine
         except ImportError:
-            raise ValueError("`infer_backend: vllm` needs vLLM on a CUDA GPU: pip install vllm "
+            raise ConfigError("`infer_backend: vllm` needs vLLM on a CUDA GPU: pip install vllm "
                              "(or use `infer_backend: huggingface`).") from None
         from ..model.adapter import adapter_paths
 
         adapters = adapter_paths(cfg.model)
         if len(adapters) > 1:
-            raise ValueError("vLLM serves one LoRA adapter; merge the others first with `alignlab export`.")
+            raise ConfigError("vLLM serves one LoRA adapter; merge the others first with `alignlab export`.")
         args = AsyncEngineArgs(model=cfg.model.model_name_or_path, trust_remote_code=cfg.model.trust_remote_code,
                                dtype=cfg.model.infer_dtype, max_model_len=cfg.model.vllm_maxlen,
                                gpu_memory_utilization=cfg.model.vllm_gpu_util,
@@ -93,9 +103,6 @@ class VllmEngine:
 
         asyncio.run_coroutine_threadsafe(run(), self.loop)
         return handle
-
-    stream = HFEngine.stream
-    generate = HFEngine.generate
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

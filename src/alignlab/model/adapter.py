@@ -7,13 +7,14 @@ import re
 
 import torch
 
+from ..config import ConfigError, split_list
 from .loader import count_parameters
 
 logger = logging.getLogger(__name__)
 
 
 def _names(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
+    return split_list(value)
 
 
 def adapter_paths(model_args) -> list[str]:
@@ -37,7 +38,7 @@ def _setup_freeze(model, args) -> None:
     num_layers = model.config.num_hidden_layers
     n = args.freeze_trainable_layers
     if n == 0 or abs(n) > num_layers:
-        raise ValueError(f"`freeze_trainable_layers` must be in [-{num_layers}, {num_layers}] and not 0, got {n}.")
+        raise ConfigError(f"`freeze_trainable_layers` must be in [-{num_layers}, {num_layers}] and not 0, got {n}.")
     layer_ids = range(num_layers - n, num_layers) if n > 0 else range(-n)
     modules = _names(args.freeze_trainable_modules)
     layer_re = re.compile(r"\.layers\.(\d+)\.")
@@ -53,7 +54,7 @@ def _setup_freeze(model, args) -> None:
             matched += 1
             param.data = param.data.float() if param.dtype != torch.float32 and not args.pure_bf16 else param.data
     if not matched:
-        raise ValueError(f"`freeze_trainable_modules` {args.freeze_trainable_modules!r} matched no parameter "
+        raise ConfigError(f"`freeze_trainable_modules` {args.freeze_trainable_modules!r} matched no parameter "
                          f"in layers {list(layer_ids)}.")
 
 

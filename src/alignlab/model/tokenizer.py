@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..config import split_list
 from .adapter import adapter_paths
 from .loader import ModelError
 
@@ -72,7 +73,7 @@ def load_tokenizer(model_args):
         padding_side="right",
     )
     if model_args.new_special_tokens:
-        tokens = [t.strip() for t in model_args.new_special_tokens.split(",") if t.strip()]
+        tokens = split_list(model_args.new_special_tokens)
         tokenizer.add_special_tokens({"additional_special_tokens": tokens},
                                      replace_extra_special_tokens=False)
     return tokenizer

@@ -63,6 +63,29 @@ class ValueHeadModel(nn.Module):
     def scores(self, input_ids, attention_mask) -> torch.Tensor:
         return self.last_token_scores(self(input_ids, attention_mask), attention_mask)
 
+    @torch.inference_mode()
+    def score_rows(self, rows: list[list[int]], pad_id: int | None, batch_size: int = 16) -> torch.Tensor:
+        """The score of each token row (right-padded in batches of `batch_size`), as float32 on the CPU."""
+        from ..data.collate import pad_rows
+
+        device = next(self.parameters()).device
+        scores = []
+        for start in range(0, len(rows), batch_size):
+            ids, mask = pad_rows(rows[start:start + batch_size], pad_id, side="right", device=device)
+            scores.append(self.scores(ids, mask).float().cpu())
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    def score_answers(self, tokenizer, template, prompts: list[list[dict]], systems: list[str | None],
+                      answers: list[str], tools: list[str | None] | None = None, batch_size: int = 16) -> torch.Tensor:
+        """The score of each answer to its prompt (messages), encoded as stage rm trained on pairs:
+        the template's one-turn prompt + answer."""
+        rows = []
+        for i, (messages, system, answer) in enumerate(zip(prompts, systems, answers)):
+            prompt_ids, answer_ids = template.encode_oneturn(
+                tokenizer, [*messages, {"role": "assistant", "content": answer}], system, tools[i] if tools else None)
+            rows.append(prompt_ids + answer_ids)
+        return self.score_rows(rows, tokenizer.pad_token_id, batch_size)
+
     def save_head(self, output_dir: str) -> None:
         self.v_head.save(output_dir)
 

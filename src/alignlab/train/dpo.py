@@ -1,7 +1,8 @@
 """Stage dpo: preference optimisation from chosen/rejected pairs.
 
-`pref_loss`: sigmoid (DPO, with `dpo_label_smoothing`), hinge, ipo, orpo and simpo (these two
-need no reference). Chosen and rejected rows go through the policy in one concatenated forward.
+`pref_loss` names a row of config/stages.py's PREFERENCE_LOSSES: sigmoid (DPO, with
+`dpo_label_smoothing`), hinge, ipo, kto_pair, bco_pair, orpo and simpo (these two need no reference).
+Chosen and rejected rows go through the policy in one concatenated forward.
 The reference log-probs are computed once before training and stored in the data
 (`precompute_ref_logps`, default true), so each step runs the policy only.
 """
@@ -12,16 +13,14 @@ import logging
 
 import torch
 
+from ..config.stages import PREFERENCE_LOSSES
 from ..data import PairwiseCollator
-from .callbacks import LogCallback
-from .losses import dpo_loss, orpo_loss, sequence_logps, simpo_loss
-from .reference import load_reference, precompute, reference_of
-from .sft import build_model
+from . import losses
+from .losses import sequence_logps
+from .reference import precompute, reference_of, reference_trainer
 from .trainer import MetricTrainer, fit
 
 logger = logging.getLogger(__name__)
-NO_REFERENCE = ("orpo", "simpo")
-AVERAGED = ("ipo", "orpo", "simpo")  # losses defined on mean per-token log-probs
 
 
 class PreferenceTrainer(MetricTrainer):
@@ -29,7 +28,10 @@ class PreferenceTrainer(MetricTrainer):
         super().__init__(*args, **kwargs)
         self.reference = reference
         f = self.finetuning_args
-        self.loss_type, self.beta = f.pref_loss, f.pref_beta
+        self.spec = PREFERENCE_LOSSES[f.pref_loss]
+        self.loss_fn = getattr(losses, self.spec.fn)
+        self.settings = {"beta": f.pref_beta, "label_smoothing": f.dpo_label_smoothing, "gamma": f.simpo_gamma}
+        self.loss_state: dict = {}  # running statistics a loss carries between batches (bco_pair's mean)
 
     def pair_logps(self, model, batch):
         """(chosen, rejected) sequence log-probs, their per-token means, and the mean logits of each
@@ -51,22 +53,18 @@ class PreferenceTrainer(MetricTrainer):
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         with reference_of(self.model, self.reference) as ref:
             (c, r), (c_mean, r_mean), _ = self.pair_logps(ref, batch)
-        return (c_mean, r_mean) if self.loss_type in AVERAGED else (c, r)
+        return (c_mean, r_mean) if self.spec.length_averaged else (c, r)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         (chosen, rejected), (chosen_mean, rejected_mean), (chosen_logits, rejected_logits) = \
             self.pair_logps(model, inputs)
         f = self.finetuning_args
-        if self.loss_type == "orpo":
-            loss, metrics = orpo_loss(chosen_mean, rejected_mean, self.beta)
-        elif self.loss_type == "simpo":
-            loss, metrics = simpo_loss(chosen_mean, rejected_mean, self.beta, f.simpo_gamma)
-        else:
-            ref_chosen, ref_rejected = self.reference_logps(inputs)
-            policy = (chosen_mean, rejected_mean) if self.loss_type in AVERAGED else (chosen, rejected)
-            loss, metrics = dpo_loss(*policy, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype),
-                                     self.beta, self.loss_type, f.dpo_label_smoothing)
-        if f.pref_ftx > 0 and self.loss_type != "orpo":
+        policy = (chosen_mean, rejected_mean) if self.spec.length_averaged else (chosen, rejected)
+        refs = [r.to(chosen.dtype) for r in self.reference_logps(inputs)] if self.spec.needs_reference else []
+        loss, metrics = self.loss_fn(*policy, *refs, **self.settings, **self.loss_state)
+        self.loss_state.update({k.removeprefix("state/"): metrics.pop(k) for k in list(metrics)
+                                if k.startswith("state/")})
+        if f.pref_ftx > 0 and not self.spec.sft_term:
             sft = -chosen_mean.mean()
             loss = loss + f.pref_ftx * sft
             metrics["sft_loss"] = sft.detach()
@@ -78,7 +76,7 @@ class PreferenceTrainer(MetricTrainer):
     def precompute_reference(self) -> None:
         def compute(ref, batch):
             (c, r), (c_mean, r_mean), _ = self.pair_logps(ref, batch)
-            return (c_mean, r_mean) if self.loss_type in AVERAGED else (c, r)
+            return (c_mean, r_mean) if self.spec.length_averaged else (c, r)
 
         columns = ("ref_chosen_logps", "ref_rejected_logps")
         size = self.args.per_device_eval_batch_size
@@ -87,20 +85,8 @@ class PreferenceTrainer(MetricTrainer):
 
 
 def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
-    training = cfg.training
-    training.remove_unused_columns = False
-    f = cfg.finetuning
-    model = build_model(cfg, tokenizer)
-    reference = None if f.pref_loss in NO_REFERENCE else load_reference(cfg, tokenizer)
-    trainer = PreferenceTrainer(
-        model=model, args=training, data_collator=PairwiseCollator(tokenizer.pad_token_id),
-        train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        callbacks=[LogCallback(training.output_dir)], finetuning_args=f, reference=reference,
-    )
-    if reference is not None:
-        reference.to(training.device)
-    if f.precompute_ref_logps and f.pref_loss not in NO_REFERENCE:
-        trainer.precompute_reference()
-        trainer.reference = reference = None  # every batch now carries its reference log-probs
+    needs_reference = PREFERENCE_LOSSES[cfg.finetuning.pref_loss].needs_reference
+    trainer = reference_trainer(PreferenceTrainer, cfg, tokenizer, data, PairwiseCollator(tokenizer.pad_token_id),
+                                needs_reference)
     metrics = fit(trainer, data.eval, resume, ["loss", "rewards/accuracies", "eval_loss", "eval_rewards/accuracies"])
     return metrics, trainer.model

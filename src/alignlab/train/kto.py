@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 from ..data import FeedbackCollator
-from .callbacks import LogCallback
 from .losses import kto_loss, sequence_logps
-from .reference import load_reference, precompute, reference_of
-from .sft import build_model
+from .reference import precompute, reference_of, reference_trainer
 from .trainer import MetricTrainer, fit
 
 
@@ -52,20 +50,6 @@ class KTOTrainer(MetricTrainer):
 
 
 def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
-    training = cfg.training
-    training.remove_unused_columns = False
-    f = cfg.finetuning
-    model = build_model(cfg, tokenizer)
-    reference = load_reference(cfg, tokenizer)
-    trainer = KTOTrainer(
-        model=model, args=training, data_collator=FeedbackCollator(tokenizer.pad_token_id),
-        train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        callbacks=[LogCallback(training.output_dir)], finetuning_args=f, reference=reference,
-    )
-    if reference is not None:
-        reference.to(training.device)
-    if f.precompute_ref_logps:
-        trainer.precompute_reference()
-        trainer.reference = reference = None
+    trainer = reference_trainer(KTOTrainer, cfg, tokenizer, data, FeedbackCollator(tokenizer.pad_token_id))
     metrics = fit(trainer, data.eval, resume, ["loss", "rewards/margins", "kl", "eval_loss"])
     return metrics, trainer.model

@@ -49,35 +49,69 @@ def pairwise_reward_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Ten
     return loss, metrics
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
-    """DPO-family losses with a reference: sigmoid (with robust label smoothing), hinge, ipo, kto_pair.
-
-    logits = (pi_c - pi_r) - (ref_c - ref_r); rewards = beta * (pi - ref). kto_pair (TRL's DPO-trainer
-    form, which LLaMA-Factory uses): KL_c = max(0, mean(pi_c - ref_c)), KL_r likewise; losses
-    1 - sigmoid(beta * ((pi_c - ref_c) - KL_r)) and 1 - sigmoid(beta * (KL_c - (pi_r - ref_r))), averaged.
-    """
-    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-    if loss_type == "sigmoid":
-        losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
-                  - F.logsigmoid(-beta * logits) * label_smoothing)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * logits)
-    elif loss_type == "ipo":
-        losses = (logits - 1 / (2 * beta)) ** 2
-    elif loss_type == "kto_pair":
-        chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
-        chosen_kl, rejected_kl = chosen_ratio.mean().clamp(min=0), rejected_ratio.mean().clamp(min=0)
-        losses = torch.cat([1 - torch.sigmoid(beta * (chosen_ratio - rejected_kl)),
-                            1 - torch.sigmoid(beta * (chosen_kl - rejected_ratio))])
-    else:
-        raise ValueError(f"Unknown DPO loss type {loss_type!r}")
-    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
-    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
-    return losses.mean(), _reward_metrics(chosen_rewards, rejected_rewards)
+def _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected):
+    """(pi_c - ref_c, pi_r - ref_r): the implicit rewards before beta."""
+    return policy_chosen - ref_chosen, policy_rejected - ref_rejected
 
 
-def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float):
+def _with_reference_rewards(losses, chosen_ratio, rejected_ratio, beta):
+    return losses.mean(), _reward_metrics(beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
+
+
+# Preference losses. Every one takes (chosen, rejected[, ref_chosen, ref_rejected], beta=..., **settings)
+# and returns (loss, metrics); config/stages.py's PREFERENCE_LOSSES names them, says which need the
+# reference and which take per-token mean log-probs. logits = (pi_c - pi_r) - (ref_c - ref_r).
+
+def dpo_sigmoid_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
+                     label_smoothing: float = 0.0, **_):
+    """DPO: -log sigmoid(beta * logits), with robust label smoothing eps: (1-eps) of it + eps x the flipped."""
+    c, r = _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    logits = c - r
+    losses = -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing
+    return _with_reference_rewards(losses, c, r, beta)
+
+
+def dpo_hinge_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, **_):
+    """SLiC hinge: relu(1 - beta * logits)."""
+    c, r = _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return _with_reference_rewards(torch.relu(1 - beta * (c - r)), c, r, beta)
+
+
+def ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, **_):
+    """IPO: (logits - 1 / (2 beta))^2 on mean per-token log-probs."""
+    c, r = _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    return _with_reference_rewards((c - r - 1 / (2 * beta)) ** 2, c, r, beta)
+
+
+def kto_pair_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float, **_):
+    """kto_pair (TRL's DPO-trainer form, which LLaMA-Factory uses): KL_c = max(0, mean(pi_c - ref_c)),
+    KL_r likewise; losses 1 - sigmoid(beta * ((pi_c - ref_c) - KL_r)) and 1 - sigmoid(beta * (KL_c -
+    (pi_r - ref_r))), averaged over all 2B of them."""
+    c, r = _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    chosen_kl, rejected_kl = c.mean().clamp(min=0), r.mean().clamp(min=0)
+    losses = torch.cat([1 - torch.sigmoid(beta * (c - rejected_kl)), 1 - torch.sigmoid(beta * (chosen_kl - r))])
+    return _with_reference_rewards(losses, c, r, beta)
+
+
+def bco_pair_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float,
+                  reward_mean: float = 0.0, reward_count: float = 0.0, **_):
+    """BCO on pairs (TRL's bco_pair): rewards beta * (pi - ref); the running mean delta of the batch
+    reward means (this batch included) shifts them; -log sigmoid(r_c - delta) - log sigmoid(-(r_r - delta)).
+
+    `reward_mean`/`reward_count` are the running state before this batch; the updated state comes back
+    in the metrics as `state/reward_mean` and `state/reward_count` for the next call."""
+    c, r = _log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    chosen_rewards, rejected_rewards = beta * c, beta * r
+    batch_mean = torch.cat([chosen_rewards, rejected_rewards]).mean().detach()
+    count = reward_count + 1
+    delta = reward_mean + (batch_mean - reward_mean) / count
+    losses = -F.logsigmoid(chosen_rewards - delta) - F.logsigmoid(-(rejected_rewards - delta))
+    loss, metrics = _with_reference_rewards(losses, c, r, beta)
+    metrics.update({"bco/delta": delta, "state/reward_mean": delta, "state/reward_count": count})
+    return loss, metrics
+
+
+def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float, **_):
     """ORPO: -log p(chosen) (mean per token) + beta * -log sigmoid(log odds ratio); no reference."""
     log_odds = (chosen_avg_logps - rejected_avg_logps) - (
         torch.log1p(-torch.exp(chosen_avg_logps)) - torch.log1p(-torch.exp(rejected_avg_logps)))
@@ -89,7 +123,8 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
     return losses.mean(), metrics
 
 
-def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float, gamma: float):
+def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float, gamma: float,
+               **_):
     """SimPO: -log sigmoid(beta * (avg logp_c - avg logp_r) - gamma); no reference."""
     logits = (chosen_avg_logps - rejected_avg_logps) - gamma / beta
     losses = -F.logsigmoid(beta * logits)
@@ -195,6 +230,31 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     return torch.exp(diff) - diff - 1
 
 
+def kl_penalized_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
+                         kl_coef: float):
+    """Per-token rewards (B, T): -kl_coef x (log pi - log ref) at every response token, plus each
+    sequence's score at its last one. Returns (rewards, per-token KL estimate (log pi - log ref) masked)."""
+    kl = (logps - ref_logps) * mask
+    rewards = -kl_coef * kl
+    last = (mask.sum(-1) - 1).clamp(min=0)
+    rewards[torch.arange(len(scores), device=rewards.device), last] += scores
+    return rewards, kl
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO: each reward minus the mean of the other samples of its prompt (groups are consecutive)."""
+    grouped = rewards.view(-1, group_size)
+    others = (grouped.sum(-1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).view(-1)
+
+
+def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """REINFORCE++: discounted return-to-go of the KL-penalised token rewards, whitened over every
+    response token of the batch (a global baseline, no critic, no per-prompt group)."""
+    returns, _ = gae(token_rewards, torch.zeros_like(token_rewards), mask, gamma, 1.0)
+    return whiten(returns, mask) * mask
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
     """GRPO: each reward minus its group's mean, divided by the group's std (groups are consecutive)."""
     grouped = rewards.view(-1, group_size)
@@ -205,10 +265,10 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor,
               mask: torch.Tensor, cliprange: float, beta: float):
-    """GRPO: clipped surrogate with one advantage per sequence plus beta * k3 KL to the reference,
-    averaged per sequence over its tokens, then over sequences."""
+    """GRPO: clipped surrogate plus beta * k3 KL to the reference, averaged per sequence over its
+    tokens, then over sequences. `advantages` is one per sequence (B,) or one per token (B, T)."""
     ratio = torch.exp(logps - old_logps)
-    adv = advantages.unsqueeze(1)
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - cliprange, 1 + cliprange) * adv)
     kl = k3_kl(logps, ref_logps)
     per_token = -(surrogate - beta * kl)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.collate import pad_rows
 from .callbacks import LOG_NAME, _hms, read_log
 from .plots import plot_metrics
 from .trainer import is_write_error, saving_failed
@@ -90,10 +91,9 @@ def generate_rollout(model, tokenizer, template, batch: list[dict], gen_kwargs: 
                      device) -> Rollout:
     """Sample `num_samples` completions per prompt in one batched generate call."""
     prompts = [list(row["input_ids"]) for row in batch]
-    width = max(map(len, prompts))
     pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    ids, mask = pad_rows(prompts, pad, device=device)
+    width = ids.shape[1]
     stop = template.stop_token_ids(tokenizer)
     was_training = model.training
     model.eval()
@@ -118,6 +118,64 @@ def generate_rollout(model, tokenizer, template, batch: list[dict], gen_kwargs: 
         rows=repeat([json.loads(row["extra"]) for row in batch]),
         lengths=response_mask.sum(-1).tolist(),
     )
+
+
+@dataclass
+class OnlineParts:
+    """What one online step works with, built once by `prepare_online`."""
+
+    model: object
+    reference: object  # None: the policy with its adapter disabled
+    reward: object  # rollout -> scores (N,)
+    tokenizer: object
+    template: object
+    online: OnlineRun
+    params: list  # what the optimiser updates
+    gen_kwargs: dict
+    finetuning: object
+    device: object
+    head: object = None  # ppo: the value head on the policy's last hidden state
+
+
+def prepare_online(cfg, tokenizer, template, data, with_value_head: bool = False) -> OnlineParts:
+    """Policy (+ value head), reference, reward source, optimiser and run state of an online stage."""
+    from ..model.value_head import ValueHead
+    from .reference import load_reference
+    from .rewards import build_reward
+    from .sft import build_model
+
+    device = cfg.training.device
+    model = build_model(cfg, tokenizer).to(device)
+    head = ValueHead(model.config.hidden_size).to(device) if with_value_head else None
+    reference = load_reference(cfg, tokenizer)
+    if reference is not None:
+        reference.to(device)
+    reward = build_reward(cfg, tokenizer, template, device)
+    params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    online = OnlineRun(cfg, model, params, data.train, extra_modules={"value_head": head} if head else None)
+    return OnlineParts(model, reference, reward, tokenizer, template, online, params,
+                       generation_kwargs(cfg.generating), cfg.finetuning, device, head)
+
+
+PHASES = ("generate", "score", "logps", "learn")
+
+
+def sample_and_score(parts: OnlineParts, batch: list[dict], num_samples: int):
+    """(rollout, scores on the device, clock): `num_samples` completions per prompt, scored by the reward
+    source; `clock` holds the start and the end of each phase so far (see PHASES and `phase_times`)."""
+    clock = [time.perf_counter()]
+    rollout = generate_rollout(parts.model, parts.tokenizer, parts.template, batch, parts.gen_kwargs,
+                               num_samples, parts.device)
+    clock.append(time.perf_counter())
+    scores = parts.reward(rollout).to(parts.device)
+    check_finite("The reward", scores, parts.online.step + 1)
+    clock.append(time.perf_counter())
+    return rollout, scores, clock
+
+
+def phase_times(clock: list[float]) -> dict[str, float]:
+    """Seconds spent in each phase of a step, as logged (`time/generate`, ...)."""
+    return {f"time/{name}": clock[i + 1] - clock[i] for i, name in enumerate(PHASES)}
 
 
 def check_finite(name: str, value: torch.Tensor, step: int) -> None:

@@ -69,3 +69,27 @@ def precompute(trainer, dataset, compute, columns: tuple[str, ...], batch_size: 
         dataset = dataset.add_column(name, column)
     logger.info("Reference log-probs computed once for %d rows.", len(dataset))
     return dataset
+
+
+def reference_trainer(trainer_cls, cfg, tokenizer, data, collator, needs_reference: bool = True):
+    """A dpo/kto trainer on the policy with its reference model on the device; with
+    `precompute_ref_logps`, the reference log-probs are computed once into the data and the reference
+    model is dropped (every batch then carries its reference log-probs)."""
+    from .callbacks import LogCallback
+    from .sft import build_model
+    from .trainer import trainer_args
+
+    training, f = cfg.training, cfg.finetuning
+    model = build_model(cfg, tokenizer)
+    reference = load_reference(cfg, tokenizer) if needs_reference else None
+    trainer = trainer_cls(
+        model=model, args=trainer_args(training), data_collator=collator, train_dataset=data.train,
+        eval_dataset=data.eval, processing_class=tokenizer, callbacks=[LogCallback(training.output_dir)],
+        finetuning_args=f, reference=reference,
+    )
+    if reference is not None:
+        reference.to(training.device)
+    if f.precompute_ref_logps and needs_reference:
+        trainer.precompute_reference()
+        trainer.reference = None
+    return trainer

@@ -12,33 +12,49 @@ import importlib
 import json
 import re
 import urllib.request
+from pathlib import Path
 
 import torch
 
-from ..eval.size_accuracy import extract_size
+from ..config import ConfigError, split_list
+
+
+class RewardError(RuntimeError):
+    """A reward source answered something unusable (wrong count of scores)."""
+
 
 BOXED = re.compile(r"\\boxed\{([^}]*)\}")
 ANSWER = re.compile(r"(?:answer|答案)\s*[:：]\s*(\S+)", re.IGNORECASE)
 
 
-def extract_answer(text: str) -> str | None:
-    """The one answer a completion gives: a recommended size, \\boxed{...} or "answer: ..."."""
-    for candidates in ([extract_size(text)], BOXED.findall(text), ANSWER.findall(text)):
-        found = {c.strip().rstrip("。.") for c in candidates if c}
+def _matches(pattern: re.Pattern, text: str) -> set[str]:
+    """Every non-empty captured group (or whole match) of `pattern` in `text`, stripped of end punctuation."""
+    found = set()
+    for match in pattern.finditer(text):
+        groups = [g for g in match.groups() if g] or [match.group(0)]
+        found.update(g.strip().rstrip("。.") for g in groups)
+    return found - {""}
+
+
+def extract_answer(text: str, pattern: str | None = None) -> str | None:
+    """The one answer a completion gives: what `pattern` (`answer_regex`) captures, else \\boxed{...},
+    else "answer: ..."; None when it gives none or several different ones."""
+    for candidate in ([re.compile(pattern)] if pattern else [BOXED, ANSWER]):
+        found = _matches(candidate, text)
         if len(found) == 1:
             return found.pop()
     return None
 
 
-def exact_label(prompts, completions, rows, **_) -> list[float]:
+def exact_label(prompts, completions, rows, answer_pattern: str | None = None, **_) -> list[float]:
     """1 when the extracted answer equals the row's `label`, else 0."""
-    return [float(extract_answer(c) == str(r.get("label"))) for c, r in zip(completions, rows)]
+    return [float(extract_answer(c, answer_pattern) == str(r.get("label"))) for c, r in zip(completions, rows)]
 
 
 def regex_format(prompts, completions, rows, pattern: str | None = None, **_) -> list[float]:
     """1 when the completion matches `reward_regex` (re.search), else 0."""
     if not pattern:
-        raise ValueError("reward function regex_format needs `reward_regex`.")
+        raise ConfigError("reward function regex_format needs `reward_regex`: set the pattern it looks for.")
     return [float(re.search(pattern, c) is not None) for c in completions]
 
 
@@ -52,7 +68,7 @@ BUILTINS = {"exact_label": exact_label, "regex_format": regex_format, "length_pe
 
 def parse_reward_funcs(spec: str) -> list[tuple[str, callable, float]]:
     funcs = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
+    for item in split_list(spec):
         name, _, weight = item.partition("=")
         name = name.strip()
         if name in BUILTINS:
@@ -61,23 +77,23 @@ def parse_reward_funcs(spec: str) -> list[tuple[str, callable, float]]:
             module, _, attr = name.partition(":")
             fn = getattr(importlib.import_module(module), attr)
         else:
-            raise ValueError(f"Unknown reward function {name!r}: use a built-in ({', '.join(BUILTINS)}) or "
+            raise ConfigError(f"Unknown reward function {name!r}: use a built-in ({', '.join(BUILTINS)}) or "
                              "`module:function`.")
         funcs.append((name, fn, float(weight) if weight else 1.0))
     return funcs
 
 
 class FunctionReward:
-    def __init__(self, spec: str, pattern: str | None, max_new_tokens: int):
+    def __init__(self, spec: str, pattern: str | None, max_new_tokens: int, answer_pattern: str | None = None):
         self.funcs = parse_reward_funcs(spec)
-        self.extra = {"pattern": pattern, "max_new_tokens": max_new_tokens}
+        self.extra = {"pattern": pattern, "max_new_tokens": max_new_tokens, "answer_pattern": answer_pattern}
 
     def __call__(self, rollout) -> torch.Tensor:
         total = torch.zeros(len(rollout.completions))
         for name, fn, weight in self.funcs:
             values = fn(rollout.prompts, rollout.completions, rollout.rows, lengths=rollout.lengths, **self.extra)
             if len(values) != len(total):
-                raise ValueError(f"reward function {name} returned {len(values)} values for {len(total)} completions.")
+                raise RewardError(f"reward function {name} returned {len(values)} values for {len(total)} completions.")
             total += weight * torch.tensor(values, dtype=torch.float)
         return total
 
@@ -110,18 +126,9 @@ class ModelReward:
         self.model.to(device).eval().requires_grad_(False)
         self.tokenizer, self.template, self.device = tokenizer, template, device
 
-    @torch.no_grad()
     def __call__(self, rollout) -> torch.Tensor:
-        rows = []
-        for messages, system, completion in zip(rollout.messages, rollout.systems, rollout.completions):
-            prompt, answer = self.template.encode_oneturn(  # as the reward model was trained (pairwise)
-                self.tokenizer, messages + [{"role": "assistant", "content": completion}], system)
-            rows.append(prompt + answer)
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-        return self.model.scores(ids, mask).float().cpu()
+        return self.model.score_answers(self.tokenizer, self.template, rollout.messages, rollout.systems,
+                                        rollout.completions, batch_size=len(rollout.completions))
 
 
 class ApiReward:
@@ -142,16 +149,31 @@ class ApiReward:
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             scores = json.loads(response.read())["scores"]
         if len(scores) != len(texts):
-            raise ValueError(f"The reward API returned {len(scores)} scores for {len(texts)} texts.")
+            raise RewardError(f"The reward API returned {len(scores)} scores for {len(texts)} texts.")
         return torch.tensor(scores, dtype=torch.float)
+
+
+def check_reward_source(cfg) -> None:
+    """Stop before any model loads when the reward source cannot work (ppo, grpo)."""
+    f = cfg.finetuning
+    if f.reward_funcs:
+        names = [name for name, _fn, _weight in parse_reward_funcs(f.reward_funcs)]
+        if "regex_format" in names and not f.reward_regex:
+            raise ConfigError("reward function regex_format needs `reward_regex`: set the pattern it looks for.")
+        return
+    if not f.reward_model:
+        raise ConfigError("ppo/grpo need a reward: set `reward_funcs` or `reward_model` (+ `reward_model_type`).")
+    if f.reward_model_type != "api" and not Path(f.reward_model).is_dir():
+        raise ConfigError(f"`reward_model: {f.reward_model}` is not a folder: give the output_dir of a stage rm run "
+                          "(reward_model_type lora or full), or an http(s) URL with `reward_model_type: api`.")
 
 
 def build_reward(cfg, tokenizer, template, device):
     f = cfg.finetuning
     if f.reward_funcs:
-        return FunctionReward(f.reward_funcs, f.reward_regex, cfg.generating.max_new_tokens)
+        return FunctionReward(f.reward_funcs, f.reward_regex, cfg.generating.max_new_tokens, f.answer_regex)
     if not f.reward_model:
-        raise ValueError("ppo/grpo need a reward: set `reward_funcs` or `reward_model` (+ `reward_model_type`).")
+        raise ConfigError("ppo/grpo need a reward: set `reward_funcs` or `reward_model` (+ `reward_model_type`).")
     if f.reward_model_type == "api":
         import os
 

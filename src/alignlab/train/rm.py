@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..config import ConfigError
 from ..data import PairwiseCollator
 from ..model.value_head import ValueHeadModel
 from .callbacks import LogCallback
 from .losses import pairwise_reward_loss
 from .sft import build_model
-from .trainer import MetricTrainer, fit
+from .trainer import MetricTrainer, fit, trainer_args
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +70,18 @@ def predict_scores(model, dataset, collator, batch_size: int, path: Path, device
                 f.flush()
 
 
+def check(cfg) -> None:
+    """What must hold before any model loads: predictions need held-out pairs."""
+    if cfg.training.do_predict and not (cfg.data.eval_dataset or cfg.data.val_size):
+        raise ConfigError("`do_predict` scores the eval pairs: set `eval_dataset` or `val_size`.")
+
+
 def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
     training = cfg.training
-    training.remove_unused_columns = False
     model = ValueHeadModel(build_model(cfg, tokenizer))
     collator = PairwiseCollator(tokenizer.pad_token_id)
     trainer = RewardTrainer(
-        model=model, args=training, data_collator=collator, train_dataset=data.train,
+        model=model, args=trainer_args(training), data_collator=collator, train_dataset=data.train,
         eval_dataset=data.eval, processing_class=tokenizer, callbacks=[LogCallback(training.output_dir)],
         finetuning_args=cfg.finetuning,
     )
@@ -93,8 +99,6 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
 
     metrics = fit(trainer, data.eval, resume, ["loss", "eval_loss", "eval_accuracy", "accuracy"], judge)
     if training.do_predict:
-        if data.eval is None:
-            raise ValueError("`do_predict` scores the eval pairs: set `eval_dataset` or `val_size`.")
         if trainer.is_world_process_zero():
             predict_scores(model, data.eval, collator, training.per_device_eval_batch_size,
                            Path(training.output_dir) / "generated_predictions.jsonl", training.device)

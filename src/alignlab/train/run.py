@@ -4,22 +4,21 @@ the stage module."""
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, split_list
+from ..config.stages import STAGES
+from ..files import write_atomic
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("pt", "sft", "rm", "dpo", "kto", "ppo", "grpo")
-
 
 # What makes a run folder's checkpoints usable by another invocation: the same stage, model, method,
 # data and template. Training length may change (more epochs continue from the last checkpoint).
@@ -42,8 +41,7 @@ def run_identity(cfg) -> dict:
 
 def _same(key: str, old, new) -> bool:
     if key in ("model_name_or_path", "adapter_name_or_path") and old and new:
-        norm = lambda v: ",".join(os.path.realpath(p.strip()) if os.path.exists(p.strip()) else p.strip()
-                                  for p in str(v).split(","))
+        norm = lambda v: ",".join(os.path.realpath(p) if os.path.exists(p) else p for p in split_list(v))
         return norm(old) == norm(new)
     return old == new
 
@@ -85,12 +83,8 @@ def write_run_config(cfg, template_name: str | None) -> None:
                      "enable_thinking": cfg.data.enable_thinking})
     if cfg.data.default_system is not None:
         resolved["default_system"] = cfg.data.default_system
-    out = Path(cfg.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".run_config", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(resolved, f, allow_unicode=True, sort_keys=False)
-    os.replace(tmp, out / "run_config.yaml")
+    write_atomic(Path(cfg.training.output_dir) / "run_config.yaml",
+                 yaml.safe_dump(resolved, allow_unicode=True, sort_keys=False))
 
 
 def _complete(checkpoint: Path) -> bool:
@@ -141,10 +135,14 @@ def run_train(cfg) -> RunResult:
     from ..model import load_tokenizer
     from ..model.tokenizer import resolve_model_paths
 
-    stage = cfg.finetuning.stage
-    if stage not in STAGES:
-        raise NotImplementedError(f"stage {stage!r} is not available yet in this version; available: "
-                                  f"{', '.join(STAGES)}.")
+    stage = STAGES[cfg.finetuning.stage]  # the config parser accepts only registered stages
+    module = importlib.import_module(stage.module)
+    if hasattr(module, "check"):  # stage checks run before any model or data loads
+        module.check(cfg)
+    if stage.name == "sft" and cfg.training.do_predict:
+        from ..eval.metrics import parse_metrics
+
+        parse_metrics(cfg.finetuning.eval_metrics)
     training = cfg.training
     resolve_model_paths(cfg.model)  # before the run folder is compared: an adapter given as the model
     if training.do_train and check_run_folder(cfg):
@@ -157,23 +155,19 @@ def run_train(cfg) -> RunResult:
                             preserve_thinking=cfg.data.preserve_thinking)
     if hasattr(template, "to_jinja"):  # every saved tokenizer renders what training sees
         tokenizer.chat_template = template.to_jinja(tokenizer)
-    # online stages (ppo, grpo) keep their own checkpoint format and resume logic
-    predict = stage == "sft" and training.do_predict
+    predict = stage.name == "sft" and training.do_predict
     if predict and not training.predict_with_generate:
         raise ConfigError("`do_predict` for stage sft generates answers: set `predict_with_generate: true`.")
     if predict and not training.do_train:
         return _predict_only(cfg)
-    resume = resume_checkpoint(cfg) if stage not in ("ppo", "grpo") else None
+    resume = None if stage.online else resume_checkpoint(cfg)  # online stages keep their own checkpoints
     if training.process_index == 0:
         write_run_config(cfg, cfg.data.template)
     set_seed(training.seed)  # adapter initialisation is reproducible too
     with training.main_process_first(desc="tokenising the data"):
-        data = get_dataset(cfg.data, stage, tokenizer, template, seed=training.data_seed or training.seed)
+        data = get_dataset(cfg.data, stage.name, tokenizer, template, seed=training.data_seed or training.seed)
     if data.report.counts:
         logger.warning("Rows skipped while preparing the data:\n%s", data.report.summary())
-    from . import dpo, grpo, kto, ppo, pt, rm, sft
-
-    module = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "kto": kto, "ppo": ppo, "grpo": grpo}[stage]
     result = RunResult(*module.run(cfg, tokenizer, template, data, resume))
     if predict and training.process_index == 0:
         from ..eval.predict import run_predict
@@ -186,7 +180,7 @@ def _predict_only(cfg) -> RunResult:
     """`do_predict` without `do_train`: the model (+ adapters) as it is, with the template it was
     trained with unless `template` is given, answering the eval data."""
     from ..eval.predict import run_predict
-    from ..infer.engine import load_inference_model
+    from ..model.run_loader import load_inference_model
 
     loaded = load_inference_model(cfg)
     return RunResult(run_predict(cfg, loaded.model, loaded.tokenizer, loaded.template), loaded.model)

@@ -10,7 +10,7 @@ from ..data import IGNORE_INDEX, SupervisedCollator
 from ..model.adapter import init_adapter
 from ..model.loader import load_model
 from .callbacks import LogCallback
-from .trainer import AlignTrainer, fit
+from .trainer import AlignTrainer, fit, trainer_args
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +35,13 @@ def build_model(cfg, tokenizer):
 
 def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
     training = cfg.training
-    training.remove_unused_columns = False
     model = build_model(cfg, tokenizer)
     model.generation_config.eos_token_id = template.stop_token_ids(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     collator = SupervisedCollator(tokenizer.pad_token_id, neat_packing=cfg.data.neat_packing)
     accuracy = cfg.finetuning.compute_accuracy and data.eval is not None
     trainer = AlignTrainer(
-        model=model, args=training, data_collator=collator, train_dataset=data.train,
+        model=model, args=trainer_args(training), data_collator=collator, train_dataset=data.train,
         eval_dataset=data.eval if training.do_eval or training.eval_strategy != "no" else None,
         processing_class=tokenizer, callbacks=[LogCallback(training.output_dir)],
         compute_metrics=token_accuracy if accuracy else None,

@@ -3,10 +3,19 @@ optimiser groups and optional in-order sampling."""
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 from transformers import Trainer
+
+
+def trainer_args(training):
+    """The run's TrainingArguments as our trainers need them (columns kept: the collators read them),
+    without changing the config's own object."""
+    args = copy.copy(training)
+    args.remove_unused_columns = False
+    return args
 
 
 def fit(trainer, eval_dataset, resume: str | None, plot_keys: list[str], judge_eval=None) -> dict:
