@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, split_list
 from ..data import DataError
 from .client import ChatEndpoint, Ledger, RequestFailed, request_fields
 from .generate import GENERATED, require_endpoint
@@ -122,7 +122,7 @@ def _candidate_file(path: str) -> Path:
 
 def _candidate_pairs(spec: str | None) -> list[PromptRow]:
     """Rows present in both `judge_candidates` files, with the two answers; the prompts must agree."""
-    paths = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    paths = split_list(spec)
     if len(paths) != 2:
         raise ConfigError("`judge_mode: pairwise` needs `judge_candidates`: two `generate` outputs (folders or "
                           f"generated.jsonl files), comma separated; got {spec!r}.")
