@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..data.registry import DataError
 from ..files import write_atomic
 
 DEFAULT_PROMPTS = [
@@ -59,7 +60,7 @@ def load_prompts(path: str | None) -> list[str]:
         elif isinstance(row, dict) and row.get("messages"):
             prompts.append(row["messages"][0]["content"])
         else:
-            raise ValueError(f"{path}, row {i}: expected a string or an object with instruction, prompt or messages")
+            raise DataError(f"{path}, row {i}: expected a string or an object with instruction, prompt or messages")
     return prompts
 
 
