@@ -11,6 +11,7 @@ commands:
   train          train a stage from a YAML config (stages below); FORCE_TORCHRUN=1 NPROC_PER_NODE=N for DDP
   chat           talk to a model in the terminal (history, streaming; `clear`, `exit`)
   api            serve an OpenAI-compatible API (env API_HOST, API_PORT, API_KEY, API_MODEL_NAME)
+  webui          the training web UI on 127.0.0.1:7860 (--host, --port, --auth user:pass, --root-path, --runs-root)
   compare        the same prompts to several models: metrics, reward, judge win rate, report.md + report.html
   export         merge adapters and write a servable folder: chat_template.jinja from the training template, Modelfile
   eval           multiple-choice benchmark (MMLU/C-Eval/CMMLU layout): per-subject and average accuracy
@@ -241,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             return _data(rest)
         if command == "train":
             return _train(rest)
+        if command == "webui":
+            from .webui.serve import main as webui
+
+            return webui(rest)
         if command in ("chat", "api", "export"):
             return _serve(command, rest)
         if command == "eval":

@@ -1,14 +1,18 @@
-"""Trainer callbacks: the run's `trainer_log.jsonl` with progress and ETA."""
+"""Trainer callbacks: the run's `trainer_log.jsonl` with progress and ETA; stop on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 LOG_NAME = "trainer_log.jsonl"
+logger = logging.getLogger(__name__)
 
 
 def _hms(seconds: float) -> str:
@@ -62,3 +66,43 @@ class LogCallback(TrainerCallback):
         entry = {k: v for k, v in entry.items() if v is not None}  # as LLaMA-Factory: no key without a value
         with self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+class StopSignal:
+    """While active, SIGINT/SIGTERM ask training to stop at the end of the current step (a second
+    signal interrupts at once). Used as `with StopSignal() as stop:`; `stop.requested` is the flag."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("Got %s: saving a checkpoint and stopping after this step (again to stop now).",
+                       signal.Signals(signum).name)
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+
+class StopCallback(TrainerCallback):
+    """After a stop signal: save a checkpoint and end training at the end of the current step."""
+
+    def __init__(self, stop: StopSignal):
+        self.stop = stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested:
+            control.should_save = True
+            control.should_training_stop = True

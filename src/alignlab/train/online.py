@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..data.collate import pad_rows
-from .callbacks import LOG_NAME, _hms, read_log
+from .callbacks import LOG_NAME, StopSignal, _hms, read_log
 from .plots import plot_metrics
 from .trainer import is_write_error, saving_failed
 
@@ -301,14 +301,21 @@ class OnlineRun:
         elif not self.step:
             (self.out / LOG_NAME).write_text("")
         self.start_step = self.step
-        for batch in self.batches():
-            metrics = rollout_and_learn(batch)
-            self.scheduler.step()
-            self.step += 1
-            if self.step % max(int(self.args.logging_steps), 1) == 0 or self.step == self.max_steps:
-                self.log(metrics)
-            if self.args.save_strategy != "no" and self.args.save_steps and self.step % int(self.args.save_steps) == 0:
-                self.save(self.out / f"checkpoint-{self.step}")
+        with StopSignal() as stop:
+            for batch in self.batches():
+                metrics = rollout_and_learn(batch)
+                self.scheduler.step()
+                self.step += 1
+                if self.step % max(int(self.args.logging_steps), 1) == 0 or self.step == self.max_steps:
+                    self.log(metrics)
+                saving = self.args.save_strategy != "no" and self.args.save_steps and \
+                    self.step % int(self.args.save_steps) == 0
+                if saving or stop.requested and self.step < self.max_steps:
+                    self.save(self.out / f"checkpoint-{self.step}")
+                if stop.requested and self.step < self.max_steps:
+                    logger.warning("Stopped at step %d of %d; checkpoint-%d is saved: run the same command "
+                                   "again to resume.", self.step, self.max_steps, self.step)
+                    return {"stopped_at_step": self.step}
         self.model.save_pretrained(self.out)
         tokenizer.save_pretrained(self.out)
         for module in self.extra_modules.values():

@@ -98,7 +98,7 @@ def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, objec
                            "as a reward.", message)
 
     metrics = fit(trainer, data.eval, resume, ["loss", "eval_loss", "eval_accuracy", "accuracy"], judge)
-    if training.do_predict:
+    if training.do_predict and "stopped_at_step" not in metrics:
         if trainer.is_world_process_zero():
             predict_scores(model, data.eval, collator, training.per_device_eval_batch_size,
                            Path(training.output_dir) / "generated_predictions.jsonl", training.device)

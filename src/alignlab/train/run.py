@@ -169,7 +169,7 @@ def run_train(cfg) -> RunResult:
     if data.report.counts:
         logger.warning("Rows skipped while preparing the data:\n%s", data.report.summary())
     result = RunResult(*module.run(cfg, tokenizer, template, data, resume))
-    if predict and training.process_index == 0:
+    if predict and training.process_index == 0 and "stopped_at_step" not in result.metrics:  # not after a Stop
         from ..eval.predict import run_predict
 
         result.metrics.update(run_predict(cfg, result.model, tokenizer, template))

@@ -4,6 +4,7 @@ optimiser groups and optional in-order sampling."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 
 import torch
@@ -30,7 +31,16 @@ def fit(trainer, eval_dataset, resume: str | None, plot_keys: list[str], judge_e
 
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=f.early_stopping_steps))
     if args.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
+        from .callbacks import StopCallback, StopSignal
+
+        with StopSignal() as stop:
+            trainer.add_callback(StopCallback(stop))
+            result = trainer.train(resume_from_checkpoint=resume)
+        if stop.requested and trainer.state.global_step < trainer.state.max_steps:
+            logging.getLogger(__name__).warning(
+                "Stopped at step %d of %d; checkpoint-%d is saved: run the same command again to resume.",
+                trainer.state.global_step, trainer.state.max_steps, trainer.state.global_step)
+            return {"stopped_at_step": trainer.state.global_step}
         if f.include_effective_tokens_per_second and result.metrics.get("train_runtime"):
             data = trainer.train_dataset
             columns = [c for c in ("input_ids", "chosen_input_ids", "rejected_input_ids") if c in data.column_names]
