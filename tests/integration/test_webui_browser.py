@@ -3,69 +3,43 @@ the demo dataset and a few steps, Start; the page shows the logged points and th
 
 from __future__ import annotations
 
-import shutil
-import socket
 import time
 
 import pytest
 
-from tests.conftest import ROOT, read_jsonl
+from tests.conftest import read_jsonl
+from tests.integration.webui_helpers import (  # noqa: F401
+    SHOTS,
+    chromium_browser,
+    free_port,
+    pick,
+    served_app,
+    table,
+)
 
 pytestmark = pytest.mark.timeout(400)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "build" / "screenshots"  # the best are copied to docs/images by hand
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port
 
 
 @pytest.fixture
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
-                                     "'alignlab[dev]')")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def served(base_model_dir, tmp_path):
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'alignlab[webui]')")
-    from alignlab.webui.app import CSS, build_app
-
     root = tmp_path / "saves"
-    app = build_app(root, str(ROOT / "data"), models=(str(base_model_dir),))
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
-    yield f"http://127.0.0.1:{port}/", root
-    app.close()
-
-
-def pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    with served_app(root, (base_model_dir,)) as url:
+        yield url, root
 
 
 def fill(page, group: str, key: str, value) -> None:
-    page.locator(f"#group-{group} #key-{key}").locator("input, textarea").first.fill(str(value))
-
-
-def table(page, elem_id: str) -> list[dict]:
-    """The rows of a Dataframe as a person reads them: column headers, then the cells of each row."""
-    headers = [h.get_attribute("title") for h in page.locator(f"#{elem_id} th[role=columnheader]").all()]
-    rows = []
-    for row in page.locator(f"#{elem_id} [role=row][data-index]").all():
-        cells = [c.strip() for c in row.locator("[role=gridcell]").all_inner_texts()]
-        rows.append(dict(zip(headers, cells)))
-    return rows
+    box = page.locator(f"#group-{group} #key-{key}").locator("input, textarea").first
+    box.wait_for(state="visible")
+    page.wait_for_timeout(300)  # an accordion just opened renders its inputs once more
+    box.fill(str(value))
+    box.press("Tab")  # committed as a person leaving the field does
 
 
 def test_train_from_the_page_then_find_the_run_finished(browser, served, base_model_dir):
@@ -87,7 +61,9 @@ def test_train_from_the_page_then_find_the_run_finished(browser, served, base_mo
     page.click("#start")
     page.locator("#message").get_by_text("Started").wait_for(timeout=30_000)
     run_dir = next(root.iterdir())
-    assert "max_steps: 4" in (run_dir / "webui_config.yaml").read_text()
+    written = (run_dir / "webui_config.yaml").read_text()
+    assert all(f"{key}: {value}\n" in written for key, value in
+               [("max_steps", 4), ("cutoff_len", 64), ("max_samples", 64), ("per_device_train_batch_size", 4)]), written
 
     page.locator("#log_rows [role=gridcell]").first.wait_for(timeout=120_000)  # a first point
     page.locator("#progress").get_by_text("finished").wait_for(timeout=240_000)

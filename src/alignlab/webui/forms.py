@@ -16,8 +16,8 @@ from ..config.parser import KeyInfo, key_infos
 from ..config.stages import COMMON_GROUPS, GROUP_TITLES, STAGES
 
 # Chosen above the groups (pickers), not repeated inside them.
-TOP_KEYS = ("stage", "model_name_or_path", "finetuning_type", "template", "dataset_dir", "dataset", "output_dir",
-            "do_train")
+TOP_KEYS = ("stage", "model_name_or_path", "finetuning_type", "adapter_name_or_path", "template", "enable_thinking",
+            "dataset_dir", "dataset", "output_dir", "do_train")
 # The training keys people change most, shown open; the rest of the train group starts collapsed.
 PROMINENT_TRAIN_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                         "gradient_accumulation_steps", "logging_steps", "save_steps")
@@ -108,6 +108,23 @@ def changed_values(fields: list[Field], values: list, stage: str) -> dict:
     return changed
 
 
+def widget_values(fields: list[Field], config: dict) -> list:
+    """Each field's widget value for a config (a loaded YAML, a run's run_config.yaml): the config's
+    value where it sets the key, else the default; the inverse of `changed_values`."""
+    values = []
+    for field in fields:
+        if field.info.name not in config or config[field.info.name] is None:
+            values.append(field.value)
+            continue
+        value = _shown(config[field.info.name])
+        if field.kind == "text":
+            value = str(value)
+        elif field.kind == "checkbox":
+            value = bool(value)
+        values.append(value)
+    return values
+
+
 def build_config(top: dict, changed: dict):
     """The training config of the page: top pickers plus changed keys, through the CLI's parser."""
     values = {"do_train": True, **{k: v for k, v in top.items() if v not in (None, "", [])}}
@@ -140,3 +157,34 @@ def datasets_for(stage: str, dataset_dir: str) -> list[str]:
         if guess_kind(attr, DataArguments(dataset_dir=dataset_dir)) in accepted:
             names.append(name)
     return names
+
+
+def preview_segments(cfg, num: int = 2) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """The first `num` examples as the stage encodes them: (title, [(text, "trained" or None)]),
+    consecutive tokens with the same mask decoded together (what `alignlab data preview` prints)."""
+    from ..data import get_template
+    from ..data.inspect import preview
+    from ..model import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template(cfg.data.template, tokenizer, default_system=cfg.data.default_system,
+                            enable_thinking=cfg.data.enable_thinking, tool_format=cfg.data.tool_format,
+                            preserve_thinking=cfg.data.preserve_thinking)
+    shown = []
+    for i, item in enumerate(preview(cfg, tokenizer, template, num)):
+        for prefix in [p.removesuffix("input_ids") for p in item if p.endswith("input_ids")]:
+            ids, labels = item[f"{prefix}input_ids"], item[f"{prefix}labels"]
+            segments: list[tuple[str, str | None]] = []
+            if len(labels) != len(ids):  # a prompt (ppo/grpo): the labels are its reference answer
+                segments = [(tokenizer.decode(ids, skip_special_tokens=False), None),
+                            (tokenizer.decode(labels, skip_special_tokens=False), "reference")]
+                ids = []
+            start = 0
+            for end in range(1, len(ids) + 1):
+                if end == len(ids) or (labels[end] != -100) != (labels[start] != -100):
+                    segments.append((tokenizer.decode(ids[start:end], skip_special_tokens=False),
+                                     "trained" if labels[start] != -100 else None))
+                    start = end
+            title = f"example {i}" + (f" · {prefix.rstrip('_')}" if prefix else "") + f" · {len(ids)} tokens"
+            shown.append((title, segments))
+    return shown

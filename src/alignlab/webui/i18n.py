@@ -1,4 +1,5 @@
-"""The page's strings in English and 中文, from `locales/<lang>.json`."""
+"""The page's strings in English and 中文, from `locales/<part>.<lang>.json` (a file per tab or part,
+merged; a key defined twice is an error)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ LOCALES = Path(__file__).with_name("locales")
 
 @cache
 def strings(lang: str) -> dict[str, str]:
-    return json.loads((LOCALES / f"{lang}.json").read_text(encoding="utf-8"))
+    merged: dict[str, str] = {}
+    for path in sorted(LOCALES.glob(f"*.{lang}.json")):
+        part = json.loads(path.read_text(encoding="utf-8"))
+        if twice := merged.keys() & part.keys():
+            raise KeyError(f"{path}: {sorted(twice)} already defined in another locale file")
+        merged.update(part)
+    return merged
 
 
 def translate(lang: str, key: str, **values) -> str:

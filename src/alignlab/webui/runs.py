@@ -17,7 +17,7 @@ import yaml
 
 from ..train.callbacks import LOG_NAME, read_log
 from ..train.plots import smooth
-from .jobs import JOB_FILE, LOG_FILE, read_job
+from .jobs import CONFIG_FILE, JOB_FILE, LOG_FILE, read_job
 
 STATUSES = ("running", "finished", "failed", "stopped")
 NOT_CURVES = frozenset({"current_steps", "total_steps", "percentage", "epoch"})
@@ -49,11 +49,30 @@ def checkpoints(run: str | Path) -> list[int]:
     return sorted(steps)
 
 
+def adapters(root: str | Path) -> list[Path]:
+    """Every adapter under `root`: run folders holding adapter_config.json, each followed by its
+    checkpoints that hold one (newest run first, checkpoints by step)."""
+    found = []
+    for run in find_runs(root):
+        if (run / "adapter_config.json").is_file():
+            found.append(run)
+        found += [run / f"checkpoint-{s}" for s in checkpoints(run) if (run / f"checkpoint-{s}" / "adapter_config.json").is_file()]
+    return found
+
+
 def _results(run: Path) -> dict:
     try:
         return json.loads((run / "all_results.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _exported(run: Path) -> bool:
+    """An `alignlab export` folder: its run_config.yaml names the run it came from."""
+    try:
+        return "exported_from" in (yaml.safe_load((run / "run_config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return False
 
 
 def run_status(run: str | Path) -> str:
@@ -69,7 +88,7 @@ def run_status(run: str | Path) -> str:
         if job.stop_requested:
             return "stopped"
         return "finished" if job.exit_code == 0 and finished else "failed"
-    if finished:
+    if finished or _exported(run):
         return "finished"
     log = run / LOG_NAME
     if log.is_file() and time.time() - log.stat().st_mtime < CLI_RUN_ACTIVE_S:
@@ -198,9 +217,11 @@ def delete_run(root: str | Path, name: str) -> None:
 
 
 def latest_job_run(root: str | Path) -> Path | None:
-    """The run folder of the most recently started web UI job (what the Train tab shows after a reload)."""
+    """The run folder of the most recently started Train-tab job (what the Train tab shows after a
+    reload); evaluate and export jobs, which write no CONFIG_FILE, are not training runs."""
     root = Path(root)
-    jobs = [job for path in root.rglob(JOB_FILE) if (job := read_job(path.parent))] if root.is_dir() else []
+    jobs = [job for path in root.rglob(JOB_FILE) if (path.parent / CONFIG_FILE).is_file()
+            and (job := read_job(path.parent))] if root.is_dir() else []
     return Path(max(jobs, key=lambda j: j.start_time).run_dir) if jobs else None
 
 

@@ -1,0 +1,69 @@
+"""What browser tests of the web UI share: chromium (Debian's, headless, through Playwright), the app
+served on a free loopback port, and reading the page as a person does (pick an option, read a table)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "build" / "screenshots"  # the best are copied to docs/images by hand
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def chromium_browser():
+    """A headless chromium (skips the test where Playwright or chromium is missing)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
+                                     "'alignlab[dev]')")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def served_app(runs_root, models: tuple[str, ...] = ()):
+    """`alignlab webui` over `runs_root` and the demo data on a free port; yields its URL."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'alignlab[webui]')")
+    from alignlab.webui.app import CSS, build_app
+
+    app = build_app(runs_root, str(ROOT / "data"), models=tuple(map(str, models)))
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose `option` in the dropdown `elem_id` as a person does: open it, click the option."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def table(page, elem_id: str) -> list[dict]:
+    """The rows of a Dataframe as a person reads them: column headers, then the cells of each row."""
+    headers = [h.get_attribute("title") for h in page.locator(f"#{elem_id} th[role=columnheader]").all()]
+    rows = []
+    for row in page.locator(f"#{elem_id} [role=row][data-index]").all():
+        cells = [c.strip() for c in row.locator("[role=gridcell]").all_inner_texts()]
+        rows.append(dict(zip(headers, cells)))
+    return rows
