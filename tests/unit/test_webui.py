@@ -129,3 +129,20 @@ def test_a_non_loopback_host_without_auth_exits_1_without_importing_gradio(argv,
     run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != "ALIGNLAB_WEBUI_AUTH"} | env)
     assert run.returncode == 1 and "--auth" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_loaded_config_fills_the_form_so_that_it_writes_the_same_config_again(tmp_path):
+    """Save/Load config and Open in Train: widget values from a YAML give back that YAML's keys."""
+    fields = [f for group in forms.form_fields().values() for f in group]
+    written = {"stage": "dpo", "model_name_or_path": "m", "finetuning_type": "lora", "template": "qwen3_nothink",
+               "dataset_dir": "data", "dataset": "demo_pref", "output_dir": str(tmp_path / "run"), "do_train": True,
+               "pref_beta": 0.25, "pref_loss": "ipo", "max_steps": 7, "lora_target": "q_proj,v_proj",
+               "max_samples": 32}  # keys at their default are left out of what the page writes
+    values = forms.widget_values(fields, written)
+    changed = forms.changed_values(fields, values, "dpo")
+    assert {k: v for k, v in changed.items() if k != "max_samples"} == {
+        "pref_beta": 0.25, "pref_loss": "ipo", "max_steps": 7, "lora_target": "q_proj,v_proj"}
+    assert str(changed["max_samples"]) == "32"
+    top = {k: written[k] for k in forms.TOP_KEYS if k in written}
+    again = forms.build_config(top, changed)
+    assert again.plain() == load_config([], with_training=True, defaults=written).plain()
