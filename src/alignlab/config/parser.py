@@ -425,6 +425,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
     path, overrides = split_argv(argv)
     keys = known_keys(with_training=True)
     raw: dict[str, Any] = dict(defaults or {})
+    _check_unknown(raw, keys, "the given settings")  # a misspelt key is a ConfigError, not a KeyError
     sources: dict[str, str] = {}
     if path:
         from_file = _translate_legacy(read_config_file(path))
