@@ -384,3 +384,36 @@ def table_frame(code: str, columns: list[str], rows: list[list], named_rows: boo
     if named_rows:
         rows = [[known.get(f"row_{r[0]}", r[0]), *r[1:]] for r in rows]
     return pd.DataFrame(rows, columns=[known.get(f"col_{c}", c) for c in columns]).astype(str)
+
+
+# What the Evaluate and Export tabs do alike: start a job and say so, stop their own job, and find
+# the view of their latest job when it changed since the last redraw.
+
+def start_message(runner: JobRunner, root: str | Path, kind: str, top: dict, settings: dict, code: str) -> str:
+    """Start a `kind` job and say so, or say in one line why it did not start."""
+    try:
+        job, _ = start(runner, root, kind, top, settings)
+    except ConfigError as e:
+        return translate(code, "bad_config", error=e)
+    except JobRefused as e:
+        return translate(code, "refused", reason=e)
+    return translate(code, "job_started", job=Path(job.run_dir).name)
+
+
+def stop_message(runner: JobRunner, kinds: tuple[str, ...], code: str) -> str:
+    """Stop the running job if it is one of `kinds` (a tab stops only its own jobs)."""
+    job = runner.active()
+    if job is None or kind_of(job.run_dir) not in kinds:
+        return translate(code, "job_not_here")
+    runner.stop()
+    return translate(code, "job_stopping", job=Path(job.run_dir).name)
+
+
+def changed_view(root: str | Path, kinds: tuple[str, ...], code: str, last) -> tuple[Path, JobView, tuple] | None:
+    """(folder, view, signature) of the latest `kinds` job, or None when there is none or nothing changed."""
+    folder = latest_job(root, kinds)
+    if folder is None:
+        return None
+    view = job_view(folder)
+    signature = (code, *view.signature)
+    return None if signature == last else (folder, view, signature)

@@ -14,7 +14,6 @@ import gradio as gr
 from ..config import ConfigError
 from . import eval_jobs, forms
 from .i18n import translate
-from .jobs import JobRefused
 from .page import Page, model_keys
 from .train_tab import progress_bar
 
@@ -146,28 +145,19 @@ def build(page: Page) -> None:
         try:
             settings = settings_of(chosen, folder, names, samples, new_tokens, extra, sample, others, bench_dir,
                                    task_name, shots, wording, top_values)
-            job, _ = eval_jobs.start(page.runner, root, chosen, model_keys(*top_values), settings)
         except ConfigError as e:
             return translate(code, "bad_config", error=e), gr.skip()
-        except JobRefused as e:
-            return translate(code, "refused", reason=e), gr.skip()
-        return translate(code, "job_started", job=Path(job.run_dir).name), None  # None: redraw at the next tick
+        # None: redraw at the next tick
+        return eval_jobs.start_message(page.runner, root, chosen, model_keys(*top_values), settings, code), None
 
     def on_stop(code: str):
-        job = page.runner.active()
-        if job is None or eval_jobs.kind_of(job.run_dir) not in KINDS:
-            return translate(code, "job_not_here")
-        page.runner.stop()
-        return translate(code, "job_stopping", job=Path(job.run_dir).name)
+        return eval_jobs.stop_message(page.runner, KINDS, code)
 
     def on_tick(code: str, last):
-        folder = eval_jobs.latest_job(root, KINDS)
-        if folder is None:
+        changed = eval_jobs.changed_view(root, KINDS, code, last)
+        if changed is None:
             return [gr.skip()] * (len(live) - 1) + [last]
-        view = eval_jobs.job_view(folder)
-        signature = (code, *view.signature)
-        if signature == last:
-            return [gr.skip()] * (len(live) - 1) + [last]
+        folder, view, signature = changed
         shown = result_tables(code, folder, view.kind)
         done = view.progress[0] / max(view.progress[1], 1) * 100 if view.progress else 0
         done = 100 if view.status == "finished" else done

@@ -4,15 +4,11 @@ line, the files it wrote and what it carries, as tables."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
-from ..config import ConfigError
 from . import eval_jobs
 from .evaluate_tab import REFRESH_S
 from .i18n import translate
-from .jobs import JobRefused
 from .page import Page, model_keys
 
 KINDS = ("export",)
@@ -60,29 +56,16 @@ def build(page: Page) -> None:
         if not top_values[0]:
             return translate(code, "no_model"), gr.skip()
         settings = {"export_dir": (folder or "").strip() or None, "export_size": size, "infer_dtype": chosen_dtype}
-        try:
-            job, _ = eval_jobs.start(page.runner, root, "export", model_keys(*top_values), settings)
-        except ConfigError as e:
-            return translate(code, "bad_config", error=e), gr.skip()
-        except JobRefused as e:
-            return translate(code, "refused", reason=e), gr.skip()
-        return translate(code, "job_started", job=Path(job.run_dir).name), None
+        return eval_jobs.start_message(page.runner, root, "export", model_keys(*top_values), settings, code), None
 
     def on_stop(code: str):
-        job = page.runner.active()
-        if job is None or eval_jobs.kind_of(job.run_dir) not in KINDS:
-            return translate(code, "job_not_here")
-        page.runner.stop()
-        return translate(code, "job_stopping", job=Path(job.run_dir).name)
+        return eval_jobs.stop_message(page.runner, KINDS, code)
 
     def on_tick(code: str, last):
-        folder = eval_jobs.latest_job(root, KINDS)
-        if folder is None:
+        changed = eval_jobs.changed_view(root, KINDS, code, last)
+        if changed is None:
             return [gr.skip()] * (len(live) - 1) + [last]
-        view = eval_jobs.job_view(folder)
-        signature = (code, *view.signature)
-        if signature == last:
-            return [gr.skip()] * (len(live) - 1) + [last]
+        folder, view, signature = changed
         written = eval_jobs.export_dir_of(folder) if view.status == "finished" else None
         rows, kept = eval_jobs.export_files(written), carried_rows(code, written)
         failed = view.failure is not None
