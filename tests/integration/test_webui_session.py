@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import ROOT, read_jsonl
 from tests.integration.test_webui_browser import SHOTS, _free_port, browser, fill, pick  # noqa: F401 (fixture)
+from tests.integration.test_webui_jobs import wait_for
 
 pytestmark = pytest.mark.timeout(500)
 USER, PASSWORD = "ada", "s3cret"
@@ -55,15 +56,6 @@ def log_in(browser, url):  # noqa: F811
 def steps(run_dir) -> list[int]:
     path = run_dir / "trainer_log.jsonl"
     return [r["current_steps"] for r in read_jsonl(path) if "train_runtime" not in r] if path.is_file() else []
-
-
-def wait_for(condition, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_close_the_page_kill_the_server_stop_and_resume_from_the_runs_tab(browser, base_model_dir, tmp_path):  # noqa: F811

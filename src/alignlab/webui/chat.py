@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from ..files import write_atomic
+from .jobs import pid_alive
 
 SLOTS = ("A", "B")
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this many seconds
@@ -90,16 +91,6 @@ def tree_rss(pid: int, include_self: bool = True) -> int:
             total += _rss_bytes(current)
         todo += tree.get(current, [])
     return total
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass
@@ -488,7 +479,7 @@ def supervise(ui_pid: int, command: list[str]) -> int:
             return code if code >= 0 else 128 - code
         except subprocess.TimeoutExpired:
             pass
-        if os.getppid() != ui_pid or _gone(ui_pid):
+        if os.getppid() != ui_pid or not pid_alive(ui_pid):
             child.terminate()
             try:
                 child.wait(STOP_GRACE_S)
