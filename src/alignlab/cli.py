@@ -232,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     _setup_logging()
-    from .config import ConfigError
-    from .data import DataError, TemplateError
-    from .eval.mcq import TaskError
-    from .model.loader import ModelError
-    from .train.online import NonFiniteError
-    from .train.rewards import RewardError
-    from .train.trainer import CheckpointSaveError, NonFiniteLossError
+    from .errors import UserError
 
     try:
         if command == "version":
@@ -265,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(rest)
         if command == "compare":
             return _compare(rest)
-    except (ConfigError, DataError, TemplateError, TaskError, ModelError, NonFiniteLossError, NonFiniteError,
-            CheckpointSaveError, RewardError, NotImplementedError) as e:
+    except (UserError, NotImplementedError) as e:
         print(f"\nalignlab {command}: {e}", file=sys.stderr)
         return 1
     print(f"alignlab: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)

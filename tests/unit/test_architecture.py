@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "alignlab"
 LAYERS = [{"cli", "webui"}, {"train", "infer", "eval", "export", "studio", "datagen"}, {"data", "model"}, {"config"}]
-BASE = {"files"}  # below every layer: imports nothing of ours
+BASE = {"files", "errors"}  # below every layer: imports nothing of ours
 ORCHESTRATION = {"alignlab.train.run"}  # the one train module allowed to call eval (predict) and model loading
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from ..errors import UserError
 from .args import (
     GROUPS,
     DataArguments,
@@ -34,7 +35,7 @@ from .stages import ADVANTAGE_ESTIMATORS, STAGES
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A configuration problem the user must fix; the message says what, where and how."""
 
 

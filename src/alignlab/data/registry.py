@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet",
               ".txt": "text", ".arrow": "arrow"}
@@ -38,7 +40,7 @@ TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observatio
              "system_tag")
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
     """Bad data or a bad registry entry; the message names the dataset, file and row."""
 
 

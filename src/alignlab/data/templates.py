@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..errors import UserError
 from .tools import format_function_calls, format_tools, parse_function_calls, parse_tools
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ Slot = tuple  # elements: str with {{content}}, BOS, EOS
 ROLES = ("user", "assistant", "observation", "function")
 
 
-class TemplateError(ValueError):
+class TemplateError(ValueError, UserError):
     """A template cannot encode the given messages; the message says why and what to do."""
 
 

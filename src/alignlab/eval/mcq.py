@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..data.collate import pad_rows
+from ..errors import UserError
 from ..files import write_atomic
 
 CHOICES = ("A", "B", "C", "D")
@@ -42,7 +43,7 @@ WORDING = {
 }
 
 
-class TaskError(ValueError):
+class TaskError(ValueError, UserError):
     """The benchmark folder or one of its files is not in the expected layout."""
 
 

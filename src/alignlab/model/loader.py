@@ -8,13 +8,15 @@ import math
 
 import torch
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ATTENTION = {"auto": None, "disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-class ModelError(ValueError):
+class ModelError(ValueError, UserError):
     """The model cannot be loaded as configured; the message says how to fix it."""
 
 

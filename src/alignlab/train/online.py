@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..data.collate import pad_rows
+from ..errors import UserError
 from .callbacks import LOG_NAME, StopSignal, _hms, read_log
 from .plots import plot_metrics
 from .trainer import is_write_error, saving_failed
@@ -54,7 +55,7 @@ class Rollout:
         return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RuntimeError, UserError):
     """A reward or loss became NaN/inf."""
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, split_list
+from ..errors import UserError
 
 
-class RewardError(RuntimeError):
+class RewardError(RuntimeError, UserError):
     """A reward source answered something unusable (wrong count of scores)."""
 
 

@@ -10,6 +10,8 @@ import os
 import torch
 from transformers import Trainer
 
+from ..errors import UserError
+
 
 def trainer_args(training):
     """The run's TrainingArguments as our trainers need them (columns kept: the collators read them),
@@ -64,11 +66,11 @@ def fit(trainer, eval_dataset, resume: str | None, plot_keys: list[str], judge_e
     return metrics
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeError, UserError):
     """The loss became NaN/inf; training stops and the last checkpoint stays usable."""
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(RuntimeError, UserError):
     """A checkpoint could not be written (e.g. a full disk); the half-written one is removed."""
 
 
