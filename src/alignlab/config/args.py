@@ -308,6 +308,8 @@ class StudioArguments:
     annotator_mode: Literal["majority", "per_annotator"] = _key(
         "majority", "studio (ours): pairs with several annotators: the majority preference per candidate pair, or "
         "every annotator's pairs.")
+    rm_min_accuracy: float = _key(
+        0.85, "studio (ours): the reward model's held-out accuracy needed before PPO starts from the studio.")
     rm_gate_override: bool = _key(
         False, "studio (ours): started PPO although the reward model was under `rm_min_accuracy` (recorded in the run).")
 

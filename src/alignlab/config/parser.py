@@ -334,6 +334,7 @@ RANGES = {
     "grpo_group_size": (lambda v: v >= 2, "an integer >= 2 (advantages compare samples of one prompt)"),
     "num_candidates": (lambda v: 2 <= v <= 4, "an integer from 2 to 4"),
     "max_resamples": (lambda v: v >= 0, "an integer >= 0"),
+    "rm_min_accuracy": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "per_device_train_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "per_device_eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "an integer >= 1"),
