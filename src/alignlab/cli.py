@@ -21,6 +21,8 @@ commands:
   data synth     questions from templates and variable pools per category (seeded, de-duplicated, split)
   data generate  answers for a prompt dataset from an OpenAI-compatible endpoint (limit, retries, resume, cost)
   data judge     answers -> preference pairs by an LLM judge with a rubric (judge_mode improve or pairwise)
+  data candidates  k answers per prompt from your own model(s) for people to rank (num_candidates, output_dir)
+  data pairs     the studio's rankings -> a registered preference dataset (studio_dir, pair_mode, register_as)
   env            versions of python, torch, transformers, peft, accelerate, datasets; the device
   version        the alignlab version
 
@@ -49,8 +51,9 @@ def _data(argv: list[str]) -> int:
     from .config import help_text, load_config
     from .data.inspect import format_preview, names_of, preview, validate
 
-    if not argv or argv[0] not in ("preview", "validate", "synth", "generate", "judge"):
-        print("usage: alignlab data {preview,validate,synth,generate,judge} [CONFIG] [key=value ...]", file=sys.stderr)
+    actions = ("preview", "validate", "synth", "generate", "judge", "candidates", "pairs")
+    if not argv or argv[0] not in actions:
+        print(f"usage: alignlab data {{{','.join(actions)}}} [CONFIG] [key=value ...]", file=sys.stderr)
         return 2
     action, rest = argv[0], list(argv[1:])
     if "--help" in rest or "-h" in rest:
@@ -70,6 +73,16 @@ def _data(argv: list[str]) -> int:
         from .datagen.judge import run_judge
 
         run_judge(load_config(rest))
+        return 0
+    if action == "candidates":
+        from .studio.candidates import run_candidates
+
+        run_candidates(load_config(rest))
+        return 0
+    if action == "pairs":
+        from .studio.project import run_pairs
+
+        run_pairs(load_config(rest))
         return 0
     if action == "preview":
         num = int(_pop_option(rest, "--num", True) or 3)

@@ -56,12 +56,12 @@ def test_markdown_has_settings_and_marks():
 
 
 def test_engine_answers_do_not_depend_on_the_batching(tokenizer):
-    """Prompt i samples from seed `seed + i`: one engine with batches of 1 and one with all prompts together
+    """Each prompt samples from its own seed (compare gives prompt i `seed + i`): one engine with batches of 1 and one with all prompts together
     give the same texts, and each equals that prompt sampled alone with its seed."""
     from dataclasses import replace
 
     from alignlab.data import get_template
-    from alignlab.eval.compare import _engine_answers
+    from alignlab.eval.compare import engine_answers
     from alignlab.infer.engine import HFEngine, SamplingParams
     from tests.conftest import tiny_model
 
@@ -74,7 +74,7 @@ def test_engine_answers_do_not_depend_on_the_batching(tokenizer):
     for max_batch in (1, 4):
         engine = HFEngine(model, tokenizer, template, max_batch=max_batch, seed=max_batch)
         try:
-            texts.append(_engine_answers(engine, prompts, params, seed=11))
+            texts.append(engine_answers(engine, prompts, [replace(params, seed=11 + i) for i in range(len(prompts))]))
         finally:
             engine.close()
     assert texts[0] == texts[1]

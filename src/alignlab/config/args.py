@@ -283,5 +283,34 @@ class DatagenArguments:
         None, "datagen (ours): judge improve: sampling temperature of rejected_model; default `temperature`.")
 
 
+@dataclass
+class StudioArguments:
+    GROUP: ClassVar[str] = "studio"
+
+    num_candidates: int = _key(
+        2, "studio (ours): candidates: answers per prompt (2-4), each with its own seed (and temperature).")
+    candidate_models: str | None = _key(
+        None, "studio (ours): candidates: models or run folders (a LoRA run folder = its base model + the adapter), "
+        "comma separated, taking the candidates in turn; default `model_name_or_path` + `adapter_name_or_path`.")
+    candidate_temperatures: str | None = _key(
+        None, "studio (ours): candidates: sampling temperatures, comma separated, candidate i takes the i-th "
+        "(cycled); default `temperature` for all.")
+    max_resamples: int = _key(
+        4, "studio (ours): candidates: times an exact duplicate of another candidate is sampled again (new seed).")
+    studio_dir: str | None = _key(
+        None, "studio (ours): the annotation project: candidates.jsonl and annotations.sqlite (an `alignlab data "
+        "candidates` output_dir).")
+    guideline: str | None = _key(
+        None, "studio (ours): the ranking standard shown to annotators (text, or a .md/.txt file).")
+    pair_mode: Literal["best_vs_rest", "adjacent", "all_pairs"] = _key(
+        "best_vs_rest", "studio (ours): pairs: best vs each other (`best_vs_rest`), neighbours in the ranking "
+        "(`adjacent`) or every ordered pair (`all_pairs`); ties give no pair.")
+    annotator_mode: Literal["majority", "per_annotator"] = _key(
+        "majority", "studio (ours): pairs with several annotators: the majority preference per candidate pair, or "
+        "every annotator's pairs.")
+    rm_gate_override: bool = _key(
+        False, "studio (ours): started PPO although the reward model was under `rm_min_accuracy` (recorded in the run).")
+
+
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments, EvaluationArguments,
-          DatagenArguments)
+          DatagenArguments, StudioArguments)

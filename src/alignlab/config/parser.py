@@ -28,6 +28,7 @@ from .args import (
     FinetuningArguments,
     GeneratingArguments,
     ModelArguments,
+    StudioArguments,
 )
 from .stages import ADVANTAGE_ESTIMATORS, STAGES
 
@@ -54,6 +55,7 @@ class Config:
     generating: GeneratingArguments
     evaluation: EvaluationArguments
     datagen: DatagenArguments
+    studio: StudioArguments
     training: Any | None  # transformers.Seq2SeqTrainingArguments, built only for `train`
     resolved: dict[str, Any]  # every key the user set, after overrides, typed
     sources: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> file or "the command line"
@@ -330,6 +332,8 @@ RANGES = {
     "ppo_epochs": (lambda v: v >= 1, "an integer >= 1"),
     "ppo_buffer_size": (lambda v: v >= 1, "an integer >= 1"),
     "grpo_group_size": (lambda v: v >= 2, "an integer >= 2 (advantages compare samples of one prompt)"),
+    "num_candidates": (lambda v: 2 <= v <= 4, "an integer from 2 to 4"),
+    "max_resamples": (lambda v: v >= 0, "an integer >= 0"),
     "per_device_train_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "per_device_eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "an integer >= 1"),
@@ -485,6 +489,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
         generating=groups[GeneratingArguments],
         evaluation=groups[EvaluationArguments],
         datagen=groups[DatagenArguments],
+        studio=groups[StudioArguments],
         training=training,
         resolved=typed,
         sources=sources,

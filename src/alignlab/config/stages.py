@@ -51,6 +51,7 @@ GROUP_TITLES = {
     "generation": "generation (rollouts, predict, chat, api)", "output": "output and logging",
     "train": "Seq2SeqTrainingArguments", "infer": "inference and export",
     "eval": "evaluation and compare", "datagen": "data generation",
+    "studio": "preference studio (candidates, annotation, pairs, RM gate)",
 }
 # Keys of Seq2SeqTrainingArguments shown under "output"; its other fields are "train".
 OUTPUT_KEYS = frozenset({"output_dir", "logging_steps", "logging_strategy", "save_steps", "save_strategy",

@@ -104,11 +104,11 @@ def generation_settings(cfg) -> dict:
     return settings
 
 
-def _engine_answers(engine, prompts: list[list[int]], params, seed: int) -> list[tuple[str, str]]:
-    """(text, finish reason) of each prompt, all queued at once; a sampled prompt i draws from seed `seed + i`."""
+def engine_answers(engine, prompts: list[list[int]], params: list) -> list[tuple[str, str]]:
+    """(text, finish reason) of each prompt under its own SamplingParams, all queued at once."""
     results: list = [None] * len(prompts)
     finished = threading.Semaphore(0)
-    for i, ids in enumerate(prompts):
+    for i, (ids, p) in enumerate(zip(prompts, params)):
         pieces: list[str] = []
 
         def on_event(event, i=i, pieces=pieces):
@@ -117,7 +117,7 @@ def _engine_answers(engine, prompts: list[list[int]], params, seed: int) -> list
                 results[i] = ("".join(pieces), event.finish_reason, event.error)
                 finished.release()
 
-        engine.submit(ids, replace(params, seed=seed + i) if params.do_sample else params, on_event)
+        engine.submit(ids, p, on_event)
     for _ in prompts:
         finished.acquire()
     failed = next((r[2] for r in results if r[2]), None)
@@ -156,7 +156,9 @@ def _answers(spec: ModelSpec, examples, cfg) -> tuple[list[str], list[str], str]
     else:
         engine = HFEngine(loaded.model, loaded.tokenizer, loaded.template, max_batch=cfg.model.infer_max_batch)
         try:
-            results = _engine_answers(engine, prompts, SamplingParams.from_generating_args(cfg.generating), seed)
+            params = SamplingParams.from_generating_args(cfg.generating)  # a sampled prompt i: seed + i
+            results = engine_answers(engine, prompts, [replace(params, seed=seed + i) if params.do_sample else params
+                                                       for i in range(len(prompts))])
         finally:
             engine.close()
     return [text for text, _ in results], [reason for _, reason in results], loaded.template.name

@@ -9,7 +9,7 @@ import gradio as gr
 import yaml
 
 from ..data import TEMPLATES
-from . import chat_tab, evaluate_tab, export_tab, runs_tab, train_tab
+from . import annotate_tab, chat_tab, evaluate_tab, export_tab, runs_tab, train_tab
 from .i18n import LANGUAGES, translate
 from .jobs import JobRunner
 from .page import Page, TopBar
@@ -60,7 +60,7 @@ def build_app(runs_root: str | Path = "saves", dataset_dir: str = "data", models
             chat_tab.build(page)
             evaluate_tab.build(page)
             export_tab.build(page)
-            # more tabs: each module's build(page) here (the studio adds Annotate and Loop)
+            annotate_tab.build(page)
 
         def relabel(code: str):
             return [code] + [gr.update(**{attr: translate(code, key)}) for _, key, attr in page.texts]
@@ -73,8 +73,10 @@ def build_app(runs_root: str | Path = "saves", dataset_dir: str = "data", models
             return found if found else gr.skip()
 
         language.change(relabel, language, [page.lang] + [c for c, _, _ in page.texts])
-        for fn, inputs, outputs in page.lang_changed:
-            language.change(fn, language if inputs is page.lang else inputs, outputs)
+        for fn, inputs, outputs in page.lang_changed:  # the new language, not the remembered one
+            inputs = [language if c is page.lang else c for c in inputs] if isinstance(inputs, list) else \
+                language if inputs is page.lang else inputs
+            language.change(fn, inputs, outputs)
         app.load(lambda saved: saved if saved in LANGUAGES else "en", page.lang, language)
         app.load(lambda: (gr.update(choices=page.model_choices()), gr.update(choices=page.adapter_choices())),
                  None, [model, adapters])

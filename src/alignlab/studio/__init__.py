@@ -1,0 +1,1 @@
+"""Human preference data: candidates, annotation store, ranking export, agreement, RM gate."""
