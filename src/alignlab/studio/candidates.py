@@ -5,7 +5,8 @@ at the i-th of `candidate_temperatures` (cycled; default `temperature`), with it
 `seed + 4 * row position + i`; an answer that exactly repeats an earlier candidate of the same prompt is
 sampled again with a new seed, up to `max_resamples` times (then kept and marked `duplicate`). Rows go to
 `output_dir/candidates.jsonl` as they finish, one per prompt, each candidate with its model, adapter,
-seed and generating settings. A rerun with the same settings resumes after the last whole row; with
+seed and generating settings; `guideline` (text or a .md/.txt file) goes to `guideline.md` for the
+Annotate page. A rerun with the same settings resumes after the last whole row; with
 other settings it refuses (the rows would mix two generations).
 """
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CANDIDATES = "candidates.jsonl"
 SETTINGS = "candidates.settings.json"
+GUIDELINE = "guideline.md"  # the ranking standard the Annotate page shows
 RESEED = 1_000_003  # seed offset of each resampling attempt
 
 
@@ -76,6 +78,16 @@ def prompt_rows(cfg) -> list[PromptRow]:
             raise DataError(f"dataset {name!r}: {path} has no prompts (one per line).")
         return rows
     return load_rows(cfg.data, name, kind="prompt", command="candidates")
+
+
+def guideline_text(value: str) -> str:
+    """`guideline`: the text itself, or a .md/.txt file holding it."""
+    path = Path(value)
+    if path.suffix in (".md", ".txt"):
+        if not path.is_file():
+            raise ConfigError(f"guideline: no such file {value!r} (give the text itself or an existing .md/.txt file).")
+        return path.read_text(encoding="utf-8")
+    return value
 
 
 def settings_of(cfg, slots: list[Slot]) -> dict:
@@ -203,6 +215,8 @@ def run_candidates(cfg) -> Path:
     done = {record["id"] for record in read_records(path)}
     todo = [(pos, row) for pos, row in enumerate(rows) if row.id not in done]
     write_atomic(folder / SETTINGS, json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
+    if cfg.studio.guideline:
+        write_atomic(folder / GUIDELINE, guideline_text(cfg.studio.guideline))
     if done:
         print(f"candidates: resuming: {len(rows) - len(todo)} of {len(rows)} prompts are already in {path}",
               file=sys.stderr, flush=True)

@@ -5,7 +5,7 @@
 let box = element.querySelector(".annotate-root");
 let view = null, strings = {}, cursor = 0, editing = false, busy = false;
 const queue = [];
-let sending = false, unsaved = 0, failures = 0, lastError = "";
+let sending = false, unsaved = 0, failures = 0, lastError = "", notice = "";  // notice: a check of this page, kept until the next key
 
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const newId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`);
@@ -97,9 +97,9 @@ function setRank(i, rank) {
 }
 
 function submit() {
-  if (view.status !== "open") { lastError = t("ann_done_already"); return render(); }
+  if (view.status !== "open") { notice = t("ann_done_already"); return render(); }
   const missing = view.candidates.filter((c) => c.rank == null).map((c, _) => letter(view.candidates.indexOf(c)));
-  if (missing.length) { lastError = t("ann_rank_all", {missing: missing.join(", ")}); return render(); }
+  if (missing.length) { notice = t("ann_rank_all", {missing: missing.join(", ")}); return render(); }
   const ranks = Object.fromEntries(view.candidates.map((c) => [c.id, c.rank]));
   enqueue("submit", {ranks}, true);
 }
@@ -114,7 +114,7 @@ function best() {
 function startEdit() {
   if (view.status !== "open") return;
   const b = best();
-  if (!b) { lastError = t("ann_edit_needs_best"); return render(); }
+  if (!b) { notice = t("ann_edit_needs_best"); return render(); }
   editing = true;
   render();
   const area = box.querySelector("textarea.ann-edit-text");
@@ -148,7 +148,7 @@ function render() {
   if (view.guideline_html) {
     html += `<details class="ann-guide" open><summary>${esc(t("ann_guideline"))}</summary>${view.guideline_html}</details>`;
   }
-  if (lastError) html += `<div class="ann-error" role="alert">${esc(lastError)}</div>`;
+  if (lastError || notice) html += `<div class="ann-error" role="alert">${esc(lastError || notice)}</div>`;
   if (view.finished) {
     html += `<p class="ann-finished">${esc(t("ann_finished", {total: view.total}))}</p>`;
     box.innerHTML = html;
@@ -208,6 +208,7 @@ function perform(act) {
 element.addEventListener("click", (e) => {
   const button = e.target.closest("button");
   if (!button || !view) return;
+  notice = "";
   if (button.dataset.rank !== undefined) {
     const rank = Number(button.dataset.rank);
     cursor = Number(button.dataset.i);
@@ -229,6 +230,7 @@ function onKey(e) {
   if (e.ctrlKey || e.metaKey || e.altKey || busy) return;
   const k = view.candidates.length;
   const key = e.key;
+  notice = "";
   let handled = true;
   if (key === "ArrowDown" || key === "j") { cursor = Math.min(cursor + 1, k - 1); render(); }
   else if (key === "ArrowUp" || key === "k") { cursor = Math.max(cursor - 1, 0); render(); }

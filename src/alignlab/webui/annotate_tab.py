@@ -13,13 +13,13 @@ from pathlib import Path
 import gradio as gr
 
 from ..config import ConfigError
+from ..studio.candidates import GUIDELINE
 from ..studio.project import Project, view
 from ..studio.store import DONE, ActionError
 from .i18n import strings, translate
 from .page import Page
 
 SCRIPT = Path(__file__).with_name("annotate.js").read_text(encoding="utf-8")
-GUIDELINE = "guideline.md"
 CSS = """
 .annotate-root {font-size: 15px; line-height: 1.5}
 .ann-head {display: flex; gap: 16px; align-items: center; flex-wrap: wrap; margin-bottom: 8px}

@@ -26,7 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                         help="port (env GRADIO_SERVER_PORT; default 7860)")
     parser.add_argument("--auth", default=os.environ.get(AUTH_ENV),
-                        help=f"user:password required to open the page (env {AUTH_ENV}); needed off loopback")
+                        help=f"user:password (several: alice:pw1,bob:pw2; annotators are their login names) required to open "
+                        f"the page (env {AUTH_ENV}); needed off loopback")
     parser.add_argument("--root-path", default=os.environ.get("GRADIO_ROOT_PATH"),
                         help="URL prefix when served behind a reverse proxy")
     parser.add_argument("--runs-root", default="saves", help="folder of the run folders (default saves/)")
@@ -37,12 +38,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     auth = None
-    if args.auth:
-        user, sep, password = args.auth.partition(":")
-        if not sep or not user or not password:
-            print("alignlab webui: --auth must be user:password", file=sys.stderr)
-            return 1
-        auth = (user, password)
+    if args.auth:  # user:password, or several comma separated (annotators log in by name)
+        auth = []
+        for entry in args.auth.split(","):
+            user, sep, password = entry.strip().partition(":")
+            if not sep or not user or not password:
+                print(f"alignlab webui: --auth entry {entry.strip()!r} must be user:password (several: "
+                      "alice:pw1,bob:pw2)", file=sys.stderr)
+                return 1
+            auth.append((user, password))
     if not is_loopback(args.host) and auth is None:
         print(f"alignlab webui: refusing to serve on {args.host} without a password: give --auth user:password "
               f"(or env {AUTH_ENV}), or bind 127.0.0.1", file=sys.stderr)
