@@ -93,3 +93,26 @@ def test_gate_on_unreadable_results_names_the_file(tmp_path):
     (tmp_path / "all_results.json").write_text("{not json")
     with pytest.raises(ValueError, match="all_results.json is not valid JSON"):
         rm_gate(tmp_path, 0.85)
+
+
+def test_ppo_refuses_a_reward_model_under_the_gate_unless_overridden(tmp_path):
+    """stage ppo/grpo reads the rm run's all_results.json: rm_ready false stops the run before any model
+    loads, naming the accuracy and the override; `rm_gate_override: true` lets it start (and the run
+    config records it, as every key the user set)."""
+    import pytest
+
+    from alignlab.config import ConfigError, load_config
+    from alignlab.train.rewards import check_reward_source
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.7, "rm_ready": False}))
+    keys = ["stage=ppo", "model_name_or_path=m", f"reward_model={rm}", "reward_model_type=full",
+            f"output_dir={tmp_path / 'ppo'}"]
+    with pytest.raises(ConfigError, match=r"0\.700.*rm_gate_override: true"):
+        check_reward_source(load_config(keys, with_training=True))
+    cfg = load_config([*keys, "rm_gate_override=true"], with_training=True)
+    check_reward_source(cfg)
+    assert cfg.resolved["rm_gate_override"] is True
+    (rm / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.9, "rm_ready": True}))
+    check_reward_source(load_config(keys, with_training=True))

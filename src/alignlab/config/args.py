@@ -309,7 +309,8 @@ class StudioArguments:
         "majority", "studio (ours): pairs with several annotators: the majority preference per candidate pair, or "
         "every annotator's pairs.")
     rm_gate_override: bool = _key(
-        False, "studio (ours): started PPO although the reward model was under `rm_min_accuracy` (recorded in the run).")
+        False, "ppo/grpo (ours): use a `reward_model` whose stage rm run reported `rm_ready: false` (held-out accuracy "
+        "under `rm_min_accuracy`); without it such a reward model is refused.", group="reward")
 
 
 GROUPS = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments, EvaluationArguments,

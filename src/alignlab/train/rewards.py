@@ -167,6 +167,24 @@ def check_reward_source(cfg) -> None:
     if f.reward_model_type != "api" and not Path(f.reward_model).is_dir():
         raise ConfigError(f"`reward_model: {f.reward_model}` is not a folder: give the output_dir of a stage rm run "
                           "(reward_model_type lora or full), or an http(s) URL with `reward_model_type: api`.")
+    check_reward_gate(cfg)
+
+
+def check_reward_gate(cfg) -> None:
+    """A reward model whose stage rm run reported `rm_ready: false` (held-out accuracy under
+    `rm_min_accuracy`) is refused unless `rm_gate_override: true`, which the run config then records."""
+    f = cfg.finetuning
+    if f.reward_model_type == "api":
+        return
+    results = Path(f.reward_model_adapters or f.reward_model) / "all_results.json"
+    try:
+        metrics = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return
+    if metrics.get("rm_ready") is False and not cfg.studio.rm_gate_override:
+        raise ConfigError(f"reward_model {f.reward_model}: its held-out accuracy {metrics.get('eval_accuracy', 0):.3f} "
+                          f"is below the rm_min_accuracy it was trained with ({results}: rm_ready false). Annotate more "
+                          "pairs and train it again, or set `rm_gate_override: true` to use it anyway (recorded in the run).")
 
 
 def build_reward(cfg, tokenizer, template, device):
