@@ -56,8 +56,13 @@ def keys(page, *pressed: str) -> None:
 
 
 def next_item(page, previous: str) -> None:
-    page.wait_for_function(f"window.__alignlabAnnotate.view() && (window.__alignlabAnnotate.view().finished || "
-                           f"String(window.__alignlabAnnotate.view().item.id) !== '{previous}')")
+    try:
+        page.wait_for_function(f"window.__alignlabAnnotate.view() && (window.__alignlabAnnotate.view().finished || "
+                               f"String(window.__alignlabAnnotate.view().item.id) !== '{previous}')")
+    except Exception as error:  # say what the page showed instead of only "timeout"
+        state = page.evaluate("JSON.stringify({pending: window.__alignlabAnnotate.pending(), "
+                              "view: window.__alignlabAnnotate.view()})")
+        raise AssertionError(f"still on item {previous}: {state[:1500]}\n{page.locator('.annotate-root').inner_text()[:600]}") from error
 
 
 def test_keyboard_annotation_with_reload_exports_what_was_displayed(tmp_path):

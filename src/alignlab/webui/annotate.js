@@ -3,7 +3,8 @@
 // lost is sent again with the same client id (the store records it once). The page shows the server's
 // view after the last acknowledged action, so what is displayed is what is on disk.
 let box = element.querySelector(".annotate-root");
-let view = null, strings = {}, cursor = 0, editing = false, busy = false;
+let view = null, strings = {}, cursor = 0, editing = false, advancing = false, loading = 0;
+const busy = () => loading > 0 || advancing;  // a view is loading or the next item is on its way
 const queue = [];
 let sending = false, unsaved = 0, failures = 0, lastError = "", notice = "";  // notice: a check of this page, kept until the next key
 
@@ -47,10 +48,14 @@ function show(reply) {
 }
 
 async function load(itemId) {
-  busy = true;
-  show(await call("view", {item_id: itemId ?? null}));
-  busy = false;
+  loading += 1;
+  try {
+    show(await call("view", {item_id: itemId ?? null}));
+  } finally {
+    loading -= 1;
+  }
   render();
+  while (deferred.length && !busy()) press(deferred.shift());
 }
 
 async function pump() {
@@ -71,7 +76,7 @@ async function pump() {
     if (!queue.length) show(reply);
   }
   sending = false;
-  busy = false;
+  advancing = false;
   renderStatus();
 }
 
@@ -79,7 +84,7 @@ function enqueue(kind, payload, done = false) {
   if (!view || !view.item) return;
   queue.push({client_id: newId(), item_id: view.item.id, kind, payload});
   unsaved = queue.length;
-  if (done) busy = true;  // the next item comes with the reply
+  if (done) advancing = true;  // the next item comes with the reply
   pump();
 }
 
@@ -194,7 +199,7 @@ function render() {
 }
 
 function perform(act) {
-  if (!view || busy) return;
+  if (!view || busy()) return;
   if (act === "submit") submit();
   else if (act === "skip" && view.status === "open") enqueue("skip", {}, true);
   else if (act === "flag" && view.status === "open") enqueue("flag", {reason: ""}, true);
@@ -219,7 +224,7 @@ element.addEventListener("click", (e) => {
 });
 
 function onKey(e) {
-  if (!box.isConnected || box.offsetParent === null || !view || view.finished) return;
+  if (!box.isConnected || box.offsetParent === null || (!loading && (!view || view.finished))) return;
   const inEdit = e.target.closest && e.target.closest("textarea.ann-edit-text");
   if (inEdit) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); saveEdit(); }
@@ -227,14 +232,23 @@ function onKey(e) {
     return;
   }
   if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
-  if (e.ctrlKey || e.metaKey || e.altKey || busy) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || advancing) return;
+  if (!KEYS.test(e.key)) return;
+  e.preventDefault();
+  if (loading) deferred.push(e.key);  // the same item is being reloaded: the key is meant for it
+  else press(e.key);
+}
+
+const KEYS = /^([1-9]|0|Backspace|Delete|Enter|ArrowUp|ArrowDown|ArrowLeft|ArrowRight|j|k|[sSfFeErR])$/;
+const deferred = [];
+
+function press(key) {
+  if (!view || view.finished) return;
   const k = view.candidates.length;
-  const key = e.key;
   notice = "";
-  let handled = true;
   if (key === "ArrowDown" || key === "j") { cursor = Math.min(cursor + 1, k - 1); render(); }
   else if (key === "ArrowUp" || key === "k") { cursor = Math.max(cursor - 1, 0); render(); }
-  else if (/^[1-9]$/.test(key) && Number(key) <= k) setRank(cursor, Number(key));
+  else if (/^[1-9]$/.test(key)) { if (Number(key) <= k) setRank(cursor, Number(key)); }
   else if (key === "0" || key === "Backspace" || key === "Delete") setRank(cursor, null);
   else if (key === "Enter") perform("submit");
   else if (key === "s" || key === "S") perform("skip");
@@ -243,14 +257,13 @@ function onKey(e) {
   else if (key === "r" || key === "R") { if (view.status !== "open") perform("reopen"); }
   else if (key === "ArrowLeft") perform("prev");
   else if (key === "ArrowRight") perform("next");
-  else handled = false;
-  if (handled) e.preventDefault();
 }
 
 if (window.__alignlabAnnotateKeys) document.removeEventListener("keydown", window.__alignlabAnnotateKeys);
 window.__alignlabAnnotateKeys = onKey;
 document.addEventListener("keydown", onKey);
-window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0), view: () => view};
+// pending: actions not yet acknowledged plus views being loaded (keys pressed meanwhile wait for the view)
+window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view};
 
 watch("value", () => { box = element.querySelector(".annotate-root"); view = null; load(); });
 load();
