@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -92,7 +93,14 @@ def test_load_stream_side_by_side_kill_and_unload_frees_memory(chat_model_dir, t
         ready = servers.status("A")
         assert ready.state == "ready" and ready.port == a.port and ready.rss_mb > 100
         before, pids = children_rss(), group_pids(a)
-        assert servers.unload("A") and servers.status("A").state == "empty"
+        unloading = threading.Thread(target=servers.unload, args=("A",))
+        unloading.start()
+        while unloading.is_alive():  # what a status refresh during the unload shows
+            state = servers.status("A").state
+            assert state in ("ready", "unloading") or all(gone(p) for p in pids), state
+            time.sleep(0.01)
+        unloading.join()
+        assert servers.status("A").state == "empty" and not servers.unload("A")
         after = children_rss()
         assert all(gone(p) for p in pids) and not info_file.exists()
         assert after < before - 100 * 2**20, (before, after)  # the model's memory is given back

@@ -105,6 +105,7 @@ class ChatServer:
     log: Path
     started: float = field(default_factory=time.time)
     ready: bool = False
+    stopping: bool = False  # being unloaded: shown as such until its processes are reaped
 
     @property
     def url(self) -> str:
@@ -137,7 +138,8 @@ class ChatServer:
 
 @dataclass
 class SlotStatus:
-    """What a slot's status line shows. state: empty, loading, ready, failed (did not start) or stopped."""
+    """What a slot's status line shows. state: empty, loading, ready, unloading, failed (did not start) or
+    stopped."""
 
     slot: str
     state: str
@@ -163,7 +165,8 @@ class ChatServers:
         atexit.register(self.unload_all)
 
     def get(self, slot: str) -> ChatServer | None:
-        return self._servers.get(slot)
+        server = self._servers.get(slot)
+        return None if server is None or server.stopping else server
 
     def start(self, slot: str, keys: dict) -> ChatServer:
         """Write the slot's config and start its server (the one there before is unloaded first); returns
@@ -199,7 +202,7 @@ class ChatServers:
         """Yields the seconds waited while `server` loads; returns once /health answers. A server that
         exits or does not answer within the load timeout raises ServerFailed (and is unloaded)."""
         while True:
-            if self._servers.get(server.slot) is not server:
+            if self.get(server.slot) is not server:
                 raise ServerFailed(f"{server.slot} was unloaded while it loaded")
             if server.exit_code() is not None:
                 error = last_error_line(server.log)
@@ -229,15 +232,19 @@ class ChatServers:
 
     def unload(self, slot: str, only: ChatServer | None = None) -> bool:
         """End the slot's server: SIGTERM to its process group, SIGKILL after STOP_GRACE_S; the processes
-        are reaped. `only`: unload only when that server is still the slot's. True when the slot had one."""
+        are reaped before the slot reads as empty (it reads `unloading` meanwhile). `only`: unload only when
+        that server is still the slot's. True when this call unloaded one."""
         with self._lock:
             server = self._servers.get(slot)
-            if server is None or (only is not None and server is not only):
+            if server is None or server.stopping or (only is not None and server is not only):
                 return False
-            del self._servers[slot]
+            server.stopping = True
             self._failed.pop(slot, None)
         (self.folder / f"chat-{slot}.json").unlink(missing_ok=True)
         stop_group(server.process)
+        with self._lock:
+            if self._servers.get(slot) is server:
+                del self._servers[slot]
         return True
 
     def unload_all(self) -> None:
@@ -252,6 +259,8 @@ class ChatServers:
         keys = server.keys
         shown = SlotStatus(slot, "ready", keys.get("model_name_or_path", ""), keys.get("adapter_name_or_path", ""),
                            server.port)
+        if server.stopping:
+            return replace(shown, state="unloading")
         if server.exit_code() is not None:
             return replace(shown, state="stopped", error=server.stopped_error())
         if not server.healthy():
