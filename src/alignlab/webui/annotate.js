@@ -223,8 +223,15 @@ element.addEventListener("click", (e) => {
   }
 });
 
+function liveBox() {  // Gradio may re-render the template: draw into the root that is in the page now
+  const root = element.querySelector(".annotate-root");
+  if (root && root !== box) { box = root; render(); }
+  return box;
+}
+
 function onKey(e) {
-  if (!box.isConnected || box.offsetParent === null || (!loading && (!view || view.finished))) return;
+  if (!element.isConnected) { document.removeEventListener("keydown", onKey); return; }
+  if (liveBox().offsetParent === null || (!loading && (!view || view.finished))) return;
   const inEdit = e.target.closest && e.target.closest("textarea.ann-edit-text");
   if (inEdit) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); saveEdit(); }
@@ -259,11 +266,18 @@ function press(key) {
   else if (key === "ArrowRight") perform("next");
 }
 
-if (window.__alignlabAnnotateKeys) document.removeEventListener("keydown", window.__alignlabAnnotateKeys);
-window.__alignlabAnnotateKeys = onKey;
+// One key handler per widget in the page: a re-mount into the same element (or after the old element left
+// the page) replaces the old handler; the handler of an element that left the page removes itself.
+const before = window.__alignlabAnnotateKeys;
+if (before && (before.element === element || !before.element.isConnected)) {
+  document.removeEventListener("keydown", before.onKey);
+}
+if (!before || before.element === element || !before.element.isConnected) {
+  window.__alignlabAnnotateKeys = {element, onKey};
+  // pending: actions not yet acknowledged plus views being loaded (keys pressed meanwhile wait for the view)
+  window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view};
+}
 document.addEventListener("keydown", onKey);
-// pending: actions not yet acknowledged plus views being loaded (keys pressed meanwhile wait for the view)
-window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view};
 
 watch("value", () => { box = element.querySelector(".annotate-root"); view = null; load(); });
 load();
