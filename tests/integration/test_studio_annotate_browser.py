@@ -61,7 +61,7 @@ def next_item(page, previous: str) -> None:
                                f"String(window.__alignlabAnnotate.view().item.id) !== '{previous}')")
     except Exception as error:  # say what the page showed instead of only "timeout"
         state = page.evaluate("JSON.stringify({pending: window.__alignlabAnnotate.pending(), "
-                              "view: window.__alignlabAnnotate.view()})")
+                              "props: window.__alignlabAnnotate.props(), view: window.__alignlabAnnotate.view()})")
         raise AssertionError(f"still on item {previous}: {state[:1500]}\n{page.locator('.annotate-root').inner_text()[:600]}") from error
 
 

@@ -275,7 +275,7 @@ if (before && (before.element === element || !before.element.isConnected)) {
 if (!before || before.element === element || !before.element.isConnected) {
   window.__alignlabAnnotateKeys = {element, onKey};
   // pending: actions not yet acknowledged plus views being loaded (keys pressed meanwhile wait for the view)
-  window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view};
+  window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view, props: () => props.value};
 }
 document.addEventListener("keydown", onKey);
 

@@ -152,7 +152,9 @@ def build(page: Page) -> None:
     def value(folder: str | None, who: str, code: str, nonce: int = 0) -> str:
         return json.dumps({"project": folder or "", "annotator": (who or "").strip(), "lang": code, "nonce": nonce})
 
-    for event in (project.change, name.submit, name.blur):
-        event(value, [project, name, page.lang], widget)
+    # One listener, run one at a time in trigger order (the last pending one wins): the blur of the name box,
+    # triggered before the project was picked, must not land after the project's change and empty it.
+    gr.on([project.change, name.submit, name.blur], value, [project, name, page.lang], widget,
+          trigger_mode="always_last", concurrency_limit=1, concurrency_id="annotate-value", show_progress="hidden")
     refresh.click(lambda: gr.update(choices=find_projects(page.root)), None, project)
     page.lang_changed.append((value, [project, name, page.lang], widget))
