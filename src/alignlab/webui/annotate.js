@@ -269,10 +269,8 @@ function press(key) {
 // One key handler per widget in the page: a re-mount into the same element (or after the old element left
 // the page) replaces the old handler; the handler of an element that left the page removes itself.
 const before = window.__alignlabAnnotateKeys;
-if (before && (before.element === element || !before.element.isConnected)) {
-  document.removeEventListener("keydown", before.onKey);
-}
 if (!before || before.element === element || !before.element.isConnected) {
+  if (before) document.removeEventListener("keydown", before.onKey);
   window.__alignlabAnnotateKeys = {element, onKey};
   // pending: actions not yet acknowledged plus views being loaded (keys pressed meanwhile wait for the view)
   window.__alignlabAnnotate = {pending: () => queue.length + (sending ? 1 : 0) + loading, view: () => view, props: () => props.value};
