@@ -429,7 +429,7 @@ def load_config(argv: list[str], with_training: bool = False, defaults: dict | N
     """
     path, overrides = split_argv(argv)
     keys = known_keys(with_training=True)
-    raw: dict[str, Any] = dict(defaults or {})
+    raw: dict[str, Any] = _translate_legacy(dict(defaults or {}))  # LLaMA-Factory's names, as in a file
     _check_unknown(raw, keys, "the given settings")  # a misspelt key is a ConfigError, not a KeyError
     sources: dict[str, str] = {}
     if path:

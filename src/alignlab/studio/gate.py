@@ -72,7 +72,7 @@ def more_items_from_trend(history: list[tuple[int, float]], min_accuracy: float)
     return _clamped_items(math.exp(log_items_needed) - history[-1][0])
 
 
-def _pair_text(accuracy: float, min_accuracy: float) -> tuple[str, str]:
+def pair_text(accuracy: float, min_accuracy: float) -> tuple[str, str]:
     """Both numbers with two decimals, or more where two would make unequal numbers look equal."""
     for decimals in (2, 3, 4):
         shown = f"{accuracy:.{decimals}f}", f"{min_accuracy:.{decimals}f}"
@@ -103,7 +103,7 @@ def rm_gate(run_dir, min_accuracy: float, history: list[tuple[int, float]] = ())
                     f"{results_path}): set `val_size` so the rm stage evaluates, then train it "
                     f"again.", "")
     accuracy = float(accuracy)
-    shown, bar = _pair_text(accuracy, min_accuracy)
+    shown, bar = pair_text(accuracy, min_accuracy)
     if accuracy >= min_accuracy:
         return Gate(accuracy, min_accuracy, True, 0,
                     f"Held-out accuracy {shown} ≥ {bar}: the reward model passes the gate.", "")

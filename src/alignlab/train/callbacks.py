@@ -15,7 +15,7 @@ LOG_NAME = "trainer_log.jsonl"
 logger = logging.getLogger(__name__)
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -59,8 +59,8 @@ class LogCallback(TrainerCallback):
             "lr": logs.get("learning_rate"),
             "epoch": round(state.epoch or 0.0, 4),
             "percentage": round(100 * state.global_step / max(state.max_steps, 1), 2),
-            "elapsed_time": _hms(elapsed),
-            "remaining_time": _hms(remaining),
+            "elapsed_time": hms(elapsed),
+            "remaining_time": hms(remaining),
         }
         entry.update({k: v for k, v in logs.items() if k not in ("loss", "learning_rate", "epoch")})
         entry = {k: v for k, v in entry.items() if v is not None}  # as LLaMA-Factory: no key without a value

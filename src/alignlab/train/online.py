@@ -24,7 +24,7 @@ import torch
 
 from ..data.collate import pad_rows
 from ..errors import UserError
-from .callbacks import LOG_NAME, StopSignal, _hms, read_log
+from .callbacks import LOG_NAME, StopSignal, hms, read_log
 from .plots import plot_metrics
 from .trainer import is_write_error, saving_failed
 
@@ -231,8 +231,8 @@ class OnlineRun:
         done = max(self.step - self.start_step, 1)
         entry = {"current_steps": self.step, "total_steps": self.max_steps, "loss": metrics.pop("loss", None),
                  "lr": self.scheduler.get_last_lr()[0], "epoch": round(self.step / self.steps_per_epoch, 4),
-                 "percentage": round(100 * self.step / self.max_steps, 2), "elapsed_time": _hms(elapsed),
-                 "remaining_time": _hms(elapsed / done * (self.max_steps - self.step))}
+                 "percentage": round(100 * self.step / self.max_steps, 2), "elapsed_time": hms(elapsed),
+                 "remaining_time": hms(elapsed / done * (self.max_steps - self.step))}
         entry.update({k: round(float(v), 6) for k, v in metrics.items()})
         entry = {k: v for k, v in entry.items() if v is not None}
         with (self.out / LOG_NAME).open("a") as f:

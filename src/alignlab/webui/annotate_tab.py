@@ -131,7 +131,8 @@ def answer(projects: Projects, data: dict, login: str | None) -> dict:
         return {"ok": False, "error": str(e), "strings": said}
 
 
-def build(page: Page) -> None:
+def build(page: Page) -> gr.Dropdown:
+    """The tab; returns its project picker (the Loop tab opens a loop's project in it)."""
     said = page.said
     projects = Projects()
 
@@ -158,3 +159,4 @@ def build(page: Page) -> None:
           trigger_mode="always_last", concurrency_limit=1, concurrency_id="annotate-value", show_progress="hidden")
     refresh.click(lambda: gr.update(choices=find_projects(page.root)), None, project)
     page.lang_changed.append((value, [project, name, page.lang], widget))
+    return project

@@ -9,7 +9,7 @@ import gradio as gr
 import yaml
 
 from ..data import TEMPLATES
-from . import annotate_tab, chat_tab, evaluate_tab, export_tab, runs_tab, train_tab
+from . import annotate_tab, chat_tab, evaluate_tab, export_tab, loop_tab, runs_tab, train_tab
 from .i18n import LANGUAGES, translate
 from .jobs import JobRunner
 from .page import Page, TopBar
@@ -60,7 +60,8 @@ def build_app(runs_root: str | Path = "saves", dataset_dir: str = "data", models
             chat_tab.build(page)
             evaluate_tab.build(page)
             export_tab.build(page)
-            annotate_tab.build(page)
+            annotate_project = annotate_tab.build(page)
+            loop_tab.build(page, annotate_project)
 
         def relabel(code: str):
             return [code] + [gr.update(**{attr: translate(code, key)}) for _, key, attr in page.texts]

@@ -23,6 +23,7 @@ import yaml
 
 from ..config import Config, ConfigError, load_config, split_list
 from ..eval.predict import PREDICTIONS
+from ..train.callbacks import hms
 from .i18n import LANGUAGES, strings, translate
 from .jobs import JOB_FILE, Job, JobRefused, JobRunner, read_job
 from .runs import failure_line, log_tail
@@ -145,8 +146,10 @@ def job_status(folder: str | Path) -> str | None:
     return "finished" if job.exit_code == 0 else "failed"
 
 
-# predict: "predicting: 5/12, ..."; benchmark: "size_en: 1/2 subjects, ..."; compare: "(1/2 models, ...)"
-PROGRESS = re.compile(r"(?:predicting: (\d+)/(\d+)|: (\d+)/(\d+) subjects|\((\d+)/(\d+) models)")
+# predict: "predicting: 5/12, ..."; benchmark: "size_en: 1/2 subjects, ..."; compare: "(1/2 models, ...)";
+# data candidates: "candidates: 8/30 prompts, ..."
+PROGRESS = re.compile(r"(?:predicting: (\d+)/(\d+)|: (\d+)/(\d+) subjects|\((\d+)/(\d+) models"
+                      r"|candidates: (\d+)/(\d+) prompts)")
 
 
 def job_progress(log: str) -> tuple[int, int] | None:
@@ -352,15 +355,10 @@ def benchmark_tasks(task_dir: str | Path) -> list[str]:
     return found
 
 
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def status_text(view: JobView, code: str) -> str:
     """The job's status line: folder, kind, status, progress where the job prints it, elapsed time."""
     values = {"job": view.folder.name, "kind": translate(code, f"kind_{view.kind}"),
-              "status": translate(code, f"status_{view.status}") if view.status else "…", "elapsed": _hms(view.elapsed)}
+              "status": translate(code, f"status_{view.status}") if view.status else "…", "elapsed": hms(view.elapsed)}
     if view.progress and view.status == "running":
         return translate(code, "job_line_progress", done=view.progress[0], total=view.progress[1], **values)
     return translate(code, "job_line", **values)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..train.callbacks import LOG_NAME, read_log
+from ..train.callbacks import LOG_NAME, hms, read_log
 from ..train.plots import smooth
 from .jobs import CONFIG_FILE, JOB_FILE, LOG_FILE, read_job
 
@@ -60,7 +60,7 @@ def adapters(root: str | Path) -> list[Path]:
     return found
 
 
-def _results(run: Path) -> dict:
+def run_results(run: Path) -> dict:
     try:
         return json.loads((run / "all_results.json").read_text())
     except (OSError, ValueError):
@@ -79,7 +79,7 @@ def run_status(run: str | Path) -> str:
     """running / finished / failed / stopped, from the job file, process liveness and the results."""
     run = Path(run)
     job = read_job(run)
-    finished = bool(_results(run))
+    finished = bool(run_results(run))
     if job is not None:
         if job.running:
             return "running"
@@ -168,15 +168,8 @@ def failure_line(log_text: str) -> str:
 def _duration(run: Path, job) -> float | None:
     if job is not None:
         return (job.end_time or time.time()) - job.start_time
-    runtime = _results(run).get("train_runtime")
+    runtime = run_results(run).get("train_runtime")
     return float(runtime) if runtime is not None else None
-
-
-def _hms(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 FINAL_METRICS = ("loss", "eval_loss", "reward", "rewards/accuracies", "accuracy", "eval_accuracy", "kl")
@@ -198,7 +191,7 @@ def run_row(run: str | Path, root: str | Path) -> list[str]:
     return [str(run.relative_to(root)) if run.is_relative_to(root) else str(run), run_status(run),
             str(config.get("stage", "")), Path(str(config.get("model_name_or_path", ""))).name,
             str(config.get("dataset", "")), time.strftime("%Y-%m-%d %H:%M", time.localtime(_start_time(run))),
-            _hms(_duration(run, job)), step, finals]
+            hms(d) if (d := _duration(run, job)) is not None else "", step, finals]
 
 
 def run_table(root: str | Path) -> list[list[str]]:
