@@ -11,7 +11,16 @@ import pytest
 
 from alignlab.studio.pairs import build_pairs
 from alignlab.studio.project import Project
-from tests.integration.webui_helpers import SHOTS, chromium_browser, served_app
+from tests.integration.webui_helpers import (
+    SHOTS,
+    chromium_browser,
+    keys,
+    next_item,
+    open_project,
+    served_app,
+    settled,
+    shown,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -23,46 +32,6 @@ def write_project(folder, count: int) -> None:
                             for j in range(3)]} for i in range(count)]
     (folder / "candidates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "guideline.md").write_text("Prefer the answer with the **correct size**; concise, no filler.")
-
-
-def open_project(page, url, folder) -> None:
-    page.goto(url)
-    page.get_by_role("tab", name="Annotate").click()
-    name = page.locator("#ann_name input, #ann_name textarea").first
-    name.fill("ada")
-    name.press("Enter")
-    project = page.locator("#ann_project input").first
-    project.fill(str(folder))
-    project.press("Enter")
-    page.locator(".ann-cand").first.wait_for()
-    page.mouse.click(5, 5)  # focus out of the inputs: keys go to the widget
-
-
-def settled(page) -> None:
-    page.wait_for_function("window.__alignlabAnnotate && window.__alignlabAnnotate.pending() === 0")
-
-
-def shown(page) -> tuple[str, list[str]]:
-    """The item id and the candidate ids in the order the page displays them."""
-    settled(page)
-    view = page.evaluate("window.__alignlabAnnotate.view()")
-    return str(view["item"]["id"]), [c["id"] for c in view["candidates"]]
-
-
-def keys(page, *pressed: str) -> None:
-    for key in pressed:
-        page.keyboard.press(key)
-    settled(page)
-
-
-def next_item(page, previous: str) -> None:
-    try:
-        page.wait_for_function(f"window.__alignlabAnnotate.view() && (window.__alignlabAnnotate.view().finished || "
-                               f"String(window.__alignlabAnnotate.view().item.id) !== '{previous}')")
-    except Exception as error:  # say what the page showed instead of only "timeout"
-        state = page.evaluate("JSON.stringify({pending: window.__alignlabAnnotate.pending(), "
-                              "props: window.__alignlabAnnotate.props(), view: window.__alignlabAnnotate.view()})")
-        raise AssertionError(f"still on item {previous}: {state[:1500]}\n{page.locator('.annotate-root').inner_text()[:600]}") from error
 
 
 def test_keyboard_annotation_with_reload_exports_what_was_displayed(tmp_path):

@@ -67,3 +67,45 @@ def table(page, elem_id: str) -> list[dict]:
         cells = [c.strip() for c in row.locator("[role=gridcell]").all_inner_texts()]
         rows.append(dict(zip(headers, cells)))
     return rows
+
+
+# The Annotate tab, as an annotator drives it (keyboard first).
+
+def open_project(page, url, folder) -> None:
+    page.goto(url)
+    page.get_by_role("tab", name="Annotate").click()
+    name = page.locator("#ann_name input, #ann_name textarea").first
+    name.fill("ada")
+    name.press("Enter")
+    project = page.locator("#ann_project input").first
+    project.fill(str(folder))
+    project.press("Enter")
+    page.locator(".ann-cand").first.wait_for()
+    page.mouse.click(5, 5)  # focus out of the inputs: keys go to the widget
+
+
+def settled(page) -> None:
+    page.wait_for_function("window.__alignlabAnnotate && window.__alignlabAnnotate.pending() === 0")
+
+
+def shown(page) -> tuple[str, list[str]]:
+    """The item id and the candidate ids in the order the page displays them."""
+    settled(page)
+    view = page.evaluate("window.__alignlabAnnotate.view()")
+    return str(view["item"]["id"]), [c["id"] for c in view["candidates"]]
+
+
+def keys(page, *pressed: str) -> None:
+    for key in pressed:
+        page.keyboard.press(key)
+    settled(page)
+
+
+def next_item(page, previous: str) -> None:
+    try:
+        page.wait_for_function(f"window.__alignlabAnnotate.view() && (window.__alignlabAnnotate.view().finished || "
+                               f"String(window.__alignlabAnnotate.view().item.id) !== '{previous}')")
+    except Exception as error:  # say what the page showed instead of only "timeout"
+        state = page.evaluate("JSON.stringify({pending: window.__alignlabAnnotate.pending(), "
+                              "props: window.__alignlabAnnotate.props(), view: window.__alignlabAnnotate.view()})")
+        raise AssertionError(f"still on item {previous}: {state[:1500]}\n{page.locator('.annotate-root').inner_text()[:600]}") from error

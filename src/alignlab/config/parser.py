@@ -333,6 +333,7 @@ RANGES = {
     "ppo_buffer_size": (lambda v: v >= 1, "an integer >= 1"),
     "grpo_group_size": (lambda v: v >= 2, "an integer >= 2 (advantages compare samples of one prompt)"),
     "num_candidates": (lambda v: 2 <= v <= 4, "an integer from 2 to 4"),
+    "rm_min_accuracy": (lambda v: 0 <= v <= 1, "a fraction from 0 to 1 (0.85 is 85%)"),
     "max_resamples": (lambda v: v >= 0, "an integer >= 0"),
     "per_device_train_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "per_device_eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),

@@ -80,6 +80,13 @@ def job_line(code: str, folder: Path | None) -> tuple[str, float]:
     return f"**{name}** · {status}{extra} · {hms(view.elapsed)}", done
 
 
+def plot(rows: list[dict], metric: str):
+    """A curve of the run's log, shown once it has points (the title stays: Gradio 6.31 draws no lines after
+    a title update)."""
+    points = points_frame(runs.curve(rows, metric))
+    return gr.update(value=points, visible=points is not None)
+
+
 def build(page: Page, annotate_project: gr.Dropdown) -> None:
     root, top, said = page.root, page.top, page.said
     with said(gr.Tab(translate("en", "tab_loop"), id="loop"), "tab_loop") as tab:
@@ -101,7 +108,7 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                              "dataset_dir")
                 c_dataset = said(gr.Dropdown(forms.datasets_for("ppo", page.dataset_dir), value=None, label="",
                                              allow_custom_value=True, scale=2, elem_id="loop_c_dataset"), "loop_c_dataset")
-                c_upload = said(gr.File(file_types=list(UPLOAD_TYPES), type="filepath", label="", scale=2, height=90,
+                c_upload = said(gr.File(file_types=list(UPLOAD_TYPES), type="filepath", label="", scale=2, height=120,
                                         elem_id="loop_c_upload"), "loop_c_upload")
             with gr.Row(equal_height=True):
                 c_samples = said(gr.Number(100, precision=0, minimum=1, label="", elem_id="loop_c_samples"),
@@ -114,7 +121,8 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             c_guideline = said(gr.Textbox(translate("en", "loop_default_guideline"), label="", lines=2,
                                           elem_id="loop_c_guideline"), "loop_c_guideline")
             c_start = said(gr.Button("", variant="primary", elem_id="loop_c_start"), "loop_start_candidates", "value")
-            c_yaml = said(gr.Code(language="yaml", interactive=False, label="", elem_id="loop_c_yaml"), "loop_ran")
+            with said(gr.Accordion("", open=False, elem_id="loop_c_yaml_box"), "loop_ran"):
+                c_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_c_yaml")
 
         with said(gr.Accordion("", open=True, elem_id="loop_annotate"), "loop_head_annotate"):
             a_text = gr.Markdown(elem_id="loop_a_text")
@@ -127,35 +135,38 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                 e_people = said(gr.Radio(["majority", "per_annotator"], value="majority", label="",
                                          elem_id="loop_e_people"), "loop_e_people")
             e_start = said(gr.Button("", variant="primary", elem_id="loop_e_start"), "loop_start_export", "value")
-            e_yaml = said(gr.Code(language="yaml", interactive=False, label="", elem_id="loop_e_yaml"), "loop_ran")
+            with said(gr.Accordion("", open=False, elem_id="loop_e_yaml_box"), "loop_ran"):
+                e_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_e_yaml")
 
         with said(gr.Accordion("", open=True, elem_id="loop_rm"), "loop_head_rm"):
             r_gate = gr.Markdown(elem_id="loop_gate")
             r_more = gr.Button(visible=False, elem_id="loop_more")
             with gr.Row():
-                r_loss = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="loss",
+                r_loss = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="loss", visible=False,
                                      elem_id="loop_rm_loss")
-                r_acc = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="eval_accuracy",
+                r_acc = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="eval_accuracy", visible=False,
                                     elem_id="loop_rm_accuracy")
-            r_yaml = said(gr.Code(language="yaml", interactive=True, label="", elem_id="loop_r_yaml"), "loop_next")
+            with said(gr.Accordion("", open=False, elem_id="loop_r_yaml_box"), "loop_next"):
+                r_yaml = gr.Code(language="yaml", interactive=True, show_label=False, elem_id="loop_r_yaml")
             with gr.Row():
                 r_reset = said(gr.Button("", size="sm", elem_id="loop_r_reset"), "loop_reset", "value")
                 r_start = said(gr.Button("", variant="primary", elem_id="loop_r_start"), "loop_start_rm", "value")
-            with said(gr.Accordion("", open=False), "loop_ran"):
+            with said(gr.Accordion("", open=False, elem_id="loop_r_ran_box"), "loop_ran_run"):
                 r_ran = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_r_ran")
 
         with said(gr.Accordion("", open=True, elem_id="loop_policy"), "loop_head_policy"):
             with gr.Row(equal_height=True):
                 p_kind = said(gr.Radio(list(loop.POLICIES), value="ppo", label="", elem_id="loop_p_kind"), "loop_p_kind")
                 p_override = said(gr.Checkbox(False, label="", elem_id="loop_p_override"), "loop_p_override")
-            p_plot = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="reward",
+            p_plot = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="reward (PPO) · rewards/margins (DPO)", visible=False,
                                  elem_id="loop_policy_curve")
-            p_yaml = said(gr.Code(language="yaml", interactive=True, label="", elem_id="loop_p_yaml"), "loop_next")
+            with said(gr.Accordion("", open=False, elem_id="loop_p_yaml_box"), "loop_next"):
+                p_yaml = gr.Code(language="yaml", interactive=True, show_label=False, elem_id="loop_p_yaml")
             with gr.Row():
                 p_reset = said(gr.Button("", size="sm", elem_id="loop_p_reset"), "loop_reset", "value")
                 p_start = said(gr.Button("", variant="primary", interactive=False, elem_id="loop_p_start"),
                                "loop_start_policy", "value")
-            with said(gr.Accordion("", open=False), "loop_ran"):
+            with said(gr.Accordion("", open=False, elem_id="loop_p_ran_box"), "loop_ran_run"):
                 p_ran = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_p_ran")
 
         with said(gr.Accordion("", open=True, elem_id="loop_compare"), "loop_head_compare"):
@@ -174,10 +185,12 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                                     label="", elem_id="loop_h_which"), "loop_h_which")
             h_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="loop_h_table")
             h_report = gr.HTML(visible=False, elem_id="loop_h_report")
-            h_yaml = said(gr.Code(language="yaml", interactive=False, label="", elem_id="loop_h_yaml"), "loop_ran")
+            with said(gr.Accordion("", open=False, elem_id="loop_h_yaml_box"), "loop_ran"):
+                h_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_h_yaml")
 
         log_box = said(gr.Textbox(label="", lines=8, max_lines=8, autoscroll=True, interactive=False,
                                   elem_id="loop_log", elem_classes="log"), "log")
+        remembered = gr.BrowserState("", storage_key="alignlab_webui_loop")  # the loop a reload comes back to
         r_made = gr.State("")  # the YAML last put in the rm / policy box: an unedited box follows the loop
         p_made = gr.State("")
         seen = gr.State(None)
@@ -237,15 +250,16 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             return translate(code, "bad_config", error=e), gr.skip()
         return started(code, prepared), prepared.text
 
-    def on_train(step_of, code, loop_name, text, override=False):
-        step = step_of
+    def on_train(step, code, loop_name, text, override=False):
+        """Start a rm, ppo or dpo run from its YAML box; the box then follows the loop again (the next run
+        starts from this one's settings)."""
         try:
             if busy := refuse_if_busy(code):
-                return busy, gr.skip()
+                return busy, gr.skip(), gr.skip(), gr.skip()
             prepared = loop.prepare_train(folder_of(loop_name), step, text, bool(override))
         except ConfigError as e:
-            return translate(code, "bad_config", error=e), gr.skip()
-        return started(code, prepared), prepared.text
+            return translate(code, "bad_config", error=e), gr.skip(), gr.skip(), gr.skip()
+        return started(code, prepared), prepared.text, prepared.text, prepared.text
 
     def on_compare(code, loop_name, annotated, folder_in, held_out, samples, metrics):
         try:
@@ -326,11 +340,11 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             translate(code, "loop_annotate_progress", done=annotate["done"], total=annotate["total"])
             if annotate["total"] else translate(code, "loop_annotate_waiting"),
             gate_line, gr.update(visible=more, value=translate(code, "loop_more", n=verdict.more_items) if more else ""),
-            points_frame(runs.curve(rm_rows, "loss")), points_frame(runs.curve(rm_rows, "eval_accuracy")),
+            plot(rm_rows, "loss"), plot(rm_rows, "eval_accuracy"),
             rm_text if r_text == r_last else gr.skip(), rm_text if r_text == r_last else r_last,
             loop.ran_text(rm_state.folder),
             gr.update(interactive=policy_allowed(folder, kind, override)),
-            gr.update(value=points_frame(runs.curve(policy_rows, policy_metric)), title=policy_metric),
+            plot(policy_rows, policy_metric),
             policy_text if p_text == p_last else gr.skip(), policy_text if p_text == p_last else p_last,
             loop.ran_text(policy_state.folder),
             gr.update(value=eval_jobs.table_frame(code, columns, rows), visible=True) if rows
@@ -339,9 +353,10 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             loop.compare_text(compare_state.folder), log, signature]
 
     def on_name(loop_name: str):
-        """A loop picked or named: its folder's settings, the boxes refilled, the view redrawn."""
+        """A loop picked or named (or the one remembered by the browser): the boxes refilled, the view redrawn."""
         rm_text, policy_text = fresh_yaml(loop_name, "ppo", False)
-        return rm_text, rm_text, policy_text, policy_text, None, gr.update(choices=loop.find_loops(root))
+        return (gr.update(value=loop_name or None, choices=loop.find_loops(root)), rm_text, rm_text, policy_text,
+                policy_text, None, loop_name or "")
 
     def on_more(loop_name: str):
         """To the Annotate tab on the loop's project (the items still open come first there)."""
@@ -353,7 +368,13 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
     lang = page.lang
     live = [table, status, bar, c_yaml, e_yaml, a_text, r_gate, r_more, r_loss, r_acc, r_yaml, r_made, r_ran,
             p_start, p_plot, p_yaml, p_made, p_ran, h_table, h_report, h_yaml, log_box, seen]
-    name.input(on_name, name, [r_yaml, r_made, p_yaml, p_made, seen, name])
+    named = [name, r_yaml, r_made, p_yaml, p_made, seen, remembered]
+    name.change(on_name, name, named)
+    def on_restore(saved: str, current: str | None):
+        """The browser's remembered loop, once it has read it back, unless one is picked already."""
+        return on_name(saved) if saved and not current else [gr.skip()] * len(named)
+
+    remembered.change(on_restore, [remembered, name], named)
     refresh.click(lambda: gr.update(choices=loop.find_loops(root)), None, name)
     stop.click(on_stop, [lang, name], message)
     c_dir.input(lambda d: gr.update(choices=forms.datasets_for("ppo", d)), c_dir, c_dataset)
@@ -361,9 +382,9 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
     c_start.click(on_candidates, [lang, name, c_dir, c_dataset, c_upload, c_samples, c_k, c_temps, c_tokens,
                                   c_guideline, *top.inputs()], [message, c_yaml])
     e_start.click(on_export, [lang, name, e_pairs, e_people], [message, e_yaml])
-    r_start.click(lambda *v: on_train("rm", *v), [lang, name, r_yaml], [message, r_ran])
+    r_start.click(lambda *v: on_train("rm", *v), [lang, name, r_yaml], [message, r_ran, r_yaml, r_made])
     p_start.click(lambda code, n, kind, text, override: on_train(kind, code, n, text, override),
-                  [lang, name, p_kind, p_yaml, p_override], [message, p_ran])
+                  [lang, name, p_kind, p_yaml, p_override], [message, p_ran, p_yaml, p_made])
     h_start.click(on_compare, [lang, name, h_annotated, h_dir, h_dataset, h_samples, h_metrics], [message, h_yaml])
     r_reset.click(on_reset_rm, name, [r_yaml, r_made])
     p_reset.click(on_reset_policy, [name, p_kind, p_override], [p_yaml, p_made])
