@@ -160,6 +160,14 @@ def test_the_whole_loop_from_the_loop_tab(demo_sft, tmp_path):
         gate.filter(has_text="below").wait_for()
         more = re.search(r"annotate about (\d+) more", gate.inner_text()).group(1)
         assert 20 <= int(more) <= 50 and page.locator("#loop_more").inner_text() == f"Annotate {more} more items"
+        page.locator("#loop_more").click()  # all 30 are done: candidates for `more` further prompts, then Annotate
+        page.locator("#ann_project").filter(visible=True).wait_for()
+        assert page.locator("#ann_project input").input_value() == str(folder)
+        page.get_by_role("tab", name="Loop").click()
+        page.locator("#loop_overview").filter(has_text=f"{30 + int(more)} prompts × 3 answers").wait_for(
+            timeout=240_000)
+        wait_state(page, "candidates", "done")
+        assert overview(page)["annotate"] == "in progress"
         assert page.locator("#loop_p_start").is_disabled()
         page.locator("#loop_p_override input").check()
         page.locator("#loop_p_start:not([disabled])").wait_for()

@@ -135,6 +135,22 @@ def test_the_gate_estimates_from_the_loops_own_history(tmp_path):
     assert loop.gate(folder)[1].passed
 
 
+def test_annotate_more_extends_the_candidates_only_when_too_few_items_are_open(tmp_path):
+    from alignlab.studio.project import Project
+
+    folder = make_loop(tmp_path)
+    (folder / "steps" / "candidates" / loop.STEP_FILE).write_text(yaml.safe_dump(
+        {**MODEL, "dataset": "demo_rl", "max_samples": 3, "output_dir": str(folder)}))
+    assert loop.prepare_more(folder, 3) is None  # 3 items open
+    project = Project(folder)
+    project.act("ada", "s0", "0", "skip", {})
+    project.close()
+    prepared = loop.prepare_more(folder, 20)
+    written = yaml.safe_load(prepared.text)
+    assert (written["max_samples"], written["dataset"], prepared.command[-3:]) == (
+        21, "demo_rl", ["data", "candidates", str(folder / "steps" / "candidates" / loop.STEP_FILE)])
+
+
 def test_step_states_follow_the_folder(tmp_path):
     folder = loop.loop_folder(tmp_path / "runs", "empty")
     assert {s.step: s.state for s in loop.step_states(folder)} == dict.fromkeys(loop.STEPS, "todo")

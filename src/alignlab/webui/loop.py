@@ -279,6 +279,23 @@ def prepare_candidates(folder: Path, model: dict, settings: dict) -> Prepared:
     return _write_job(folder, "candidates", text, _cli("data", "candidates"))
 
 
+def prepare_more(folder: Path, more: int) -> Prepared | None:
+    """Candidates for more prompts of the same dataset, so that `more` items beyond those done are open: the
+    candidates step again with a larger max_samples (same settings: it continues after its last row).
+    None when that many items are open already."""
+    project = Project(folder)
+    try:
+        done, total = max(project.progress()["done"].values(), default=0), len(project.items)
+    finally:
+        project.close()
+    if total - done >= more:
+        return None
+    values = yaml.safe_load(step_text(folder, "candidates")) or {}
+    values["max_samples"] = done + more
+    text = load_config([], defaults=values).to_yaml()
+    return _write_job(folder, "candidates", text, _cli("data", "candidates"))
+
+
 def prepare_export(folder: Path, settings: dict) -> Prepared:
     if not (Path(folder) / CANDIDATES).is_file():
         raise ConfigError("there are no candidates to export yet: run step 1 first.")

@@ -80,6 +80,11 @@ def job_line(code: str, folder: Path | None) -> tuple[str, float]:
     return f"**{name}** · {status}{extra} · {hms(view.elapsed)}", done
 
 
+def unedited(box: str | None, made: str | None) -> bool:
+    """The YAML box still holds what the page put there (the editor may drop a final newline)."""
+    return (box or "").strip() == (made or "").strip()
+
+
 def plot(rows: list[dict], metric: str):
     """A curve of the run's log, shown once it has points (the title stays: Gradio 6.31 draws no lines after
     a title update)."""
@@ -341,11 +346,12 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             if annotate["total"] else translate(code, "loop_annotate_waiting"),
             gate_line, gr.update(visible=more, value=translate(code, "loop_more", n=verdict.more_items) if more else ""),
             plot(rm_rows, "loss"), plot(rm_rows, "eval_accuracy"),
-            rm_text if r_text == r_last else gr.skip(), rm_text if r_text == r_last else r_last,
+            rm_text if unedited(r_text, r_last) else gr.skip(), rm_text if unedited(r_text, r_last) else r_last,
             loop.ran_text(rm_state.folder),
             gr.update(interactive=policy_allowed(folder, kind, override)),
             plot(policy_rows, policy_metric),
-            policy_text if p_text == p_last else gr.skip(), policy_text if p_text == p_last else p_last,
+            policy_text if unedited(p_text, p_last) else gr.skip(),
+            policy_text if unedited(p_text, p_last) else p_last,
             loop.ran_text(policy_state.folder),
             gr.update(value=eval_jobs.table_frame(code, columns, rows), visible=True) if rows
             else gr.update(visible=False),
@@ -358,12 +364,26 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
         return (gr.update(value=loop_name or None, choices=loop.find_loops(root)), rm_text, rm_text, policy_text,
                 policy_text, None, loop_name or "")
 
-    def on_more(loop_name: str):
+    def on_open(loop_name: str):
         """To the Annotate tab on the loop's project (the items still open come first there)."""
         try:
             return gr.Tabs(selected="annotate"), str(folder_of(loop_name))
         except ConfigError:
             return gr.skip(), gr.skip()
+
+    def on_more(code: str, loop_name: str):
+        """The gate's "annotate N more": candidates for more prompts when too few items are open, then the
+        Annotate tab (the new items appear there as they are written)."""
+        said = gr.skip()
+        try:
+            folder = folder_of(loop_name)
+            verdict = loop.gate(folder)
+            prepared = loop.prepare_more(folder, verdict[1].more_items) if verdict else None
+            if prepared is not None:
+                said = refuse_if_busy(code) or started(code, prepared)
+        except (ConfigError, OSError) as e:
+            said = translate(code, "bad_config", error=e)
+        return (*on_open(loop_name), said)
 
     lang = page.lang
     live = [table, status, bar, c_yaml, e_yaml, a_text, r_gate, r_more, r_loss, r_acc, r_yaml, r_made, r_ran,
@@ -390,8 +410,8 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
     p_reset.click(on_reset_policy, [name, p_kind, p_override], [p_yaml, p_made])
     for control in (p_kind, p_override):
         control.change(on_reset_policy, [name, p_kind, p_override], [p_yaml, p_made])
-    for control in (a_open, r_more):
-        control.click(on_more, name, [page.tabs, annotate_project])
+    a_open.click(on_open, name, [page.tabs, annotate_project])
+    r_more.click(on_more, [lang, name], [page.tabs, annotate_project, message])
     timer.tick(on_tick, [lang, name, r_yaml, r_made, p_yaml, p_made, p_kind, p_override, h_which, seen], live)
     tab.select(lambda: None, None, seen)
     page.lang_changed.append((lambda: None, None, seen))
