@@ -20,6 +20,7 @@ CASES = [  # (overrides, words the message must hold)
     ({"finetuning_type": "lora", "lora_rank": 0}, ["`lora_rank: 0`", "integer >= 1"]),
     ({"finetuning_type": "lora", "lora_dropout": 1.0}, ["`lora_dropout: 1.0`", "[0, 1)"]),
     ({"finetuning_type": "lora", "lora_dropout": -0.1}, ["`lora_dropout: -0.1`", "[0, 1)"]),
+    ({"stage": "rm", "rm_min_accuracy": 85}, ["`rm_min_accuracy: 85", "0.85 is 85%"]),
     ({"stage": "dpo", "dataset": "demo_pref", "pref_beta": 0}, ["`pref_beta: 0.0`", "> 0"]),
     ({"max_samples": 0}, ["`max_samples: 0`", "positive number of rows"]),
     ({"max_samples": -5}, ["`max_samples: -5`", "positive"]),

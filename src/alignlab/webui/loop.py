@@ -228,16 +228,17 @@ def owned_keys(folder: Path, step: str, override: bool = False) -> dict:
 def train_values(folder: Path, step: str, override: bool = False) -> dict:
     """The settings a training step's YAML box starts with: the demo's, or the step's last run's (so edits
     carry over to the next run), with the loop's own keys for the next run."""
-    values = {**base_model(folder), **STEP_KEYS[step]}
-    if step == "ppo":
-        values.update(dataset=prompts_name(folder), dataset_dir=str(folder))
     done = run_folders(folder, step)
     try:
         last = yaml.safe_load((done[-1] / CONFIG_FILE).read_text(encoding="utf-8")) if done else None
     except (OSError, yaml.YAMLError):
         last = None
-    if isinstance(last, dict):
-        values.update({k: v for k, v in last.items() if k not in LOOP_OWNED[step]})
+    if isinstance(last, dict):  # the keys as the last run wrote them (its YAML, parsed and checked)
+        values = {k: v for k, v in last.items() if k not in LOOP_OWNED[step]}
+    else:
+        values = {**base_model(folder), **STEP_KEYS[step]}
+        if step == "ppo":
+            values.update(dataset=prompts_name(folder), dataset_dir=str(folder))
     values.update(owned_keys(folder, step, override))
     return {k: v for k, v in values.items() if v is not None}
 
