@@ -1,5 +1,5 @@
 """PPO and GRPO on the tiny model: mean reward rises on a toy task, rewards from functions and a real
-HTTP reward server, and a killed PPO run resumes."""
+HTTP reward server, and a killed PPO or GRPO run resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
@@ -115,25 +115,40 @@ def test_reward_api_source_against_a_real_http_server(base_model_dir, tmp_path):
     assert len(rewards_of(out)) == 2
 
 
-def test_killed_ppo_run_resumes_and_finishes(base_model_dir, tmp_path):
-    out = tmp_path / "ppo"
-    args = rl_args(base_model_dir, out, "ppo", max_steps=20, save_strategy="steps", save_steps=3,
-                   reward_funcs="length_penalty", learning_rate=1e-3, max_new_tokens=24)
+@pytest.mark.parametrize("stage, extra", [("ppo", {}), ("grpo", {"grpo_group_size": 2, "per_device_train_batch_size": 4})])
+def test_killed_run_resumes_to_what_an_uninterrupted_run_ends_with(base_model_dir, tmp_path, stage, extra):
+    """kill -9 after a checkpoint, then the same command: the run continues there and ends with the adapter,
+    value head and logged rewards of a run never killed (weights, optimizer, KL state, sampling RNG and
+    data position all restored)."""
+    from safetensors.torch import load_file
+
+    keys = {"max_steps": 8, "save_strategy": "steps", "save_steps": 3, "reward_funcs": "length_penalty",
+            "learning_rate": 1e-3, "max_new_tokens": 24, **extra}
+    whole = tmp_path / "whole"
+    run_train(load_config(rl_args(base_model_dir, whole, stage, **keys), with_training=True))
+    out = tmp_path / "killed"
+    args = rl_args(base_model_dir, out, stage, **keys)
     proc = subprocess.Popen([ALIGNLAB, "train", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not (out / "checkpoint-6").is_dir() and proc.poll() is None and time.time() < deadline:
+    while not (out / "checkpoint-3").is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (out / "checkpoint-6" / "online_state.pt").is_file() and not (out / "checkpoint-18").exists()
+    assert (out / "checkpoint-3" / "online_state.pt").is_file() and not (out / "all_results.json").exists()
     run = cli(*args)
     assert "Resumed from" in run.stderr
     log = read_jsonl(out / "trainer_log.jsonl")
-    assert [e["current_steps"] for e in log] == list(range(1, 21))
-    saved = torch.load(out / "checkpoint-18" / "online_state.pt", weights_only=False)
-    assert saved["step"] == 18 and "kl_coef" in saved["state"]
-    assert (out / "value_head.safetensors").is_file()
+    assert [e["current_steps"] for e in log] == list(range(1, 9))
+    assert rewards_of(out) == pytest.approx(rewards_of(whole), abs=1e-6)
+    saved = torch.load(out / "checkpoint-6" / "online_state.pt", weights_only=False)
+    assert saved["step"] == 6
+    files = ["adapter_model.safetensors"] + (["value_head.safetensors"] if stage == "ppo" else [])
+    for name in files:
+        resumed, uninterrupted = load_file(out / name), load_file(whole / name)
+        assert resumed.keys() == uninterrupted.keys()
+        for key, tensor in uninterrupted.items():
+            torch.testing.assert_close(resumed[key], tensor, rtol=0, atol=1e-6, msg=f"{name}: {key}")
 
 
 def test_full_reward_model_source_scores_like_the_reward_model(base_model_dir, tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import read_jsonl
 from tests.integration.webui_helpers import SHOTS, chromium_browser, pick, served_app, table
 
-pytestmark = pytest.mark.timeout(400)
+# slow: test_webui_evaluate.py checks the same jobs, tables and report without a browser in the default tier
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def state_text(code: str, state: loop.StepState) -> str:
         detail = translate(code, "loop_detail_export", **n)
     elif state.step == "rm" and n.get("gate"):
         detail = gate_text(code, n["gate"], n["gated_run"])
-    if state.folder is not None and state.step in ("rm", "policy", "compare"):
+    if state.folder is not None and state.step in ("rm", "policy", "compare") and not n.get("gate"):  # a gate names it
         detail = f"`{state.folder.name}` · {detail}" if detail else f"`{state.folder.name}`"
     return f"| {translate(code, f'loop_step_{state.step}')} | {translate(code, f'loop_state_{state.state}')} | {detail} |"
 
