@@ -409,8 +409,8 @@ def _job_state(folder: Path | None, training: bool) -> str:
 
 def latest_job(folder: Path) -> Path | None:
     """The loop's most recently started job folder (a step, a run or a comparison)."""
-    jobs = [(job.start_time, Path(job.run_dir)) for path in Path(folder).glob("*/**/webui_job.json")
-            if (job := read_job(path.parent))] if Path(folder).is_dir() else []
+    jobs = [(job.start_time, path.parent) for path in Path(folder).glob("*/**/webui_job.json")
+            if (job := read_job(path.parent))] if Path(folder).is_dir() else []  # where it is now (moved or not)
     return max(jobs)[1] if jobs else None
 
 

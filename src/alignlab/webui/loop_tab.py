@@ -15,7 +15,7 @@ from ..studio.gate import pair_text
 from ..train.callbacks import hms
 from . import eval_jobs, forms, loop, runs
 from .evaluate_tab import METRIC_CHOICES, report_frame
-from .i18n import translate
+from .i18n import LANGUAGES, translate
 from .jobs import JobRefused
 from .page import Page, model_keys
 from .train_tab import points_frame, progress_bar
@@ -113,7 +113,7 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                              "dataset_dir")
                 c_dataset = said(gr.Dropdown(forms.datasets_for("ppo", page.dataset_dir), value=None, label="",
                                              allow_custom_value=True, scale=2, elem_id="loop_c_dataset"), "loop_c_dataset")
-                c_upload = said(gr.File(file_types=list(UPLOAD_TYPES), type="filepath", label="", scale=2, height=120,
+                c_upload = said(gr.File(file_types=list(UPLOAD_TYPES), type="filepath", label="", scale=2, height=150,
                                         elem_id="loop_c_upload"), "loop_c_upload")
             with gr.Row(equal_height=True):
                 c_samples = said(gr.Number(100, precision=0, minimum=1, label="", elem_id="loop_c_samples"),
@@ -415,5 +415,12 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
     timer.tick(on_tick, [lang, name, r_yaml, r_made, p_yaml, p_made, p_kind, p_override, h_which, seen], live)
     tab.select(lambda: None, None, seen)
     page.lang_changed.append((lambda: None, None, seen))
+
+    def guideline_in(code: str, text: str):
+        """The default guideline follows the language until someone writes their own."""
+        defaults = {translate(lang, "loop_default_guideline") for lang in LANGUAGES}
+        return translate(code, "loop_default_guideline") if text in defaults else gr.skip()
+
+    page.lang_changed.append((guideline_in, [lang, c_guideline], c_guideline))
     page.lang_changed.append((lambda code: gr.update(choices=[(translate(code, f"loop_set_{s}"), s)
                                                               for s in loop.COMPARE_SETS]), lang, h_which))
