@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser test test-slow demo lint clean
+.PHONY: install browser test test-slow demo lint clean bench-peers
 
 install: $(STAMP) browser
 
@@ -39,6 +39,11 @@ test-slow: install
 
 demo: install
 	$(PY) scripts/demo.py
+
+# alignlab against LLaMA-Factory 0.9.5 on the same YAML (peer venv under ~/.cache/alignlab-peers, built on first
+# use), 3 alternated pairs per workload; appends the table to bench/RESULTS.md. Not part of `make test`.
+bench-peers: install
+	$(PY) bench/peers.py --pairs 3 --append
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts bench

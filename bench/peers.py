@@ -1,0 +1,205 @@
+"""The same training work with alignlab and with LLaMA-Factory 0.9.5, side by side, alternated.
+
+Each row is one workload (one YAML both tools read unchanged: the same random-init tiny Qwen3 model,
+the demo data, LoRA or full, 1 epoch). The tools run it alternately (A/B/A/B, `--pairs` pairs), each
+run a fresh process with its own output folder, and for each tool the row reports the median and the
+spread (min-max) of: the whole-process wall time, CPU time (user + sys of the process and the children
+it waited for: dataloader workers, tokeniser processes), the tool's own `train_runtime`, samples/s,
+peak RSS, and the final `train_loss`. Equal final losses (relative difference <= 1e-4) show the work
+was the same; a row whose losses disagree says so and its ratios are not counted. Ratios are
+peer / alignlab: above 1 means alignlab is faster.
+
+The peers live in their own virtual environments (scripts/peer_venvs.py builds them under the user
+cache folder, never in the repo); nothing here runs in `make test`.
+
+    python bench/peers.py --quick                 # one pair per row, 800 rows: a smoke run
+    python bench/peers.py --pairs 3 --append      # the table in bench/RESULTS.md
+
+Not measured here yet (issue 20): GRPO against TRL's GRPOTrainer, serving against `llamafactory-cli api`,
+start-up time to the first step, and the growth table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+LOSS_RTOL = 1e-4
+METRICS = ("wall_s", "cpu_s", "train_runtime", "samples_per_s", "peak_rss_mb", "train_loss")
+COMMON = {"do_train": True, "template": "qwen3_nothink", "cutoff_len": 256, "logging_steps": 10,
+          "per_device_train_batch_size": 8, "num_train_epochs": 1, "lr_scheduler_type": "cosine",
+          "report_to": "none", "overwrite_output_dir": True, "save_strategy": "no", "seed": 42,
+          "preprocessing_num_workers": 2, "disable_gradient_checkpointing": True}
+LORA = {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 16}
+WORKLOADS = {  # name -> (keys, rows of data in the full run)
+    "sft_lora": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, **LORA}, 4000),
+    "sft_full": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "finetuning_type": "full"}, 4000),
+    "dpo": ({"stage": "dpo", "dataset": "demo_pref", "learning_rate": 5e-4, "pref_beta": 0.1,
+             "pref_loss": "sigmoid", **LORA}, 1200),
+    "rm": ({"stage": "rm", "dataset": "demo_pref", "learning_rate": 1e-3, **LORA}, 1200),
+    "kto": ({"stage": "kto", "dataset": "demo_kto", "learning_rate": 5e-4, "pref_beta": 0.1, **LORA}, 1200),
+}
+
+
+# Arithmetic (unit-tested in tests/unit/test_bench_peers.py).
+
+def summary(values: list[float]) -> dict:
+    """Median and spread (min, max) of one metric over a tool's runs."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def ratio(peer: float, ours: float) -> float:
+    """peer / alignlab: above 1, alignlab took less (time) or did more per second when inverted by the caller."""
+    return peer / ours
+
+
+def losses_agree(peer: float, ours: float, rtol: float = LOSS_RTOL) -> bool:
+    return abs(peer - ours) <= rtol * max(abs(peer), abs(ours))
+
+
+def row_ratios(ours: dict, peer: dict) -> dict | None:
+    """The row's ratios from the two tools' summaries (times: peer/ours; throughput: ours/peer, so that
+    above 1 always means alignlab is faster); None when the final losses disagree (not the same work)."""
+    if not losses_agree(peer["train_loss"]["median"], ours["train_loss"]["median"]):
+        return None
+    times = {k: ratio(peer[k]["median"], ours[k]["median"]) for k in ("wall_s", "cpu_s", "train_runtime")}
+    return {**times, "samples_per_s": ratio(ours["samples_per_s"]["median"], peer["samples_per_s"]["median"])}
+
+
+# Running.
+
+def measure(command: list[str], cwd: Path, env: dict) -> dict:
+    """Wall time, CPU time and peak RSS of one process and the children it waited for."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-15:]
+        raise RuntimeError(f"{' '.join(command)} exited {code}:\n" + "\n".join(tail))
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def tool_commands(peer_python: Path) -> dict[str, list[str]]:
+    return {"alignlab": [str(ROOT / ".venv" / "bin" / "alignlab"), "train"],
+            "llamafactory": [str(peer_python.parent / "llamafactory-cli"), "train"]}
+
+
+def make_model(folder: Path) -> Path:
+    """The bundled tiny Qwen3 config with random weights (seed 0), saved once: both tools load the same weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tiny = ROOT / "examples" / "models" / "tiny-qwen3"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(folder)
+    return folder
+
+
+def run_once(tool: str, command: list[str], keys: dict, work: Path, n: int) -> dict:
+    out = work / f"{tool}-{n}"
+    config = work / f"{tool}-{n}.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump({**keys, "output_dir": str(out)}, sort_keys=False))
+    env = {**os.environ, "ALIGNLAB_CACHE": str(work / "alignlab-cache"), "HF_DATASETS_CACHE": str(work / "hf-cache"),
+           "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+    measured = measure([*command, str(config)], work, env)
+    results = json.loads((out / "all_results.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    return {**measured, "train_runtime": results["train_runtime"],
+            "samples_per_s": results["train_samples_per_second"], "train_loss": results["train_loss"]}
+
+
+def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path, work: Path) -> dict:
+    keys, full_rows = WORKLOADS[name]
+    keys = {**COMMON, **keys, "model_name_or_path": str(model), "dataset_dir": str(ROOT / "data"),
+            "max_samples": rows or full_rows}
+    runs: dict[str, list[dict]] = {tool: [] for tool in commands}
+    for n in range(pairs):  # alternated, and the order flips every pair: A B, B A, ...
+        order = list(commands) if n % 2 == 0 else list(commands)[::-1]
+        for tool in order:
+            runs[tool].append(run_once(tool, commands[tool], keys, work, n))
+            print(f"peers: {name} {tool} run {n + 1}/{pairs}: wall {runs[tool][-1]['wall_s']:.1f}s, "
+                  f"train_runtime {runs[tool][-1]['train_runtime']:.1f}s, loss {runs[tool][-1]['train_loss']:.6f}",
+                  file=sys.stderr, flush=True)
+    summaries = {tool: {m: summary([r[m] for r in done]) for m in METRICS} for tool, done in runs.items()}
+    return {"workload": name, "rows": keys["max_samples"], "pairs": pairs, "tools": summaries,
+            "ratios": row_ratios(summaries["alignlab"], summaries["llamafactory"])}
+
+
+def _cell(s: dict, digits: int = 2) -> str:
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| workload | rows | tool | wall s | CPU s | train_runtime s | samples/s | peak RSS MB | final loss |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for tool, s in r["tools"].items():
+            lines.append(f"| {r['workload']} | {r['rows']} | {tool} | {_cell(s['wall_s'])} | {_cell(s['cpu_s'])} | "
+                         f"{_cell(s['train_runtime'])} | {_cell(s['samples_per_s'], 1)} | "
+                         f"{s['peak_rss_mb']['median']:.0f} | {s['train_loss']['median']:.6f} |")
+    lines += ["", "| LLaMA-Factory / alignlab (> 1: alignlab faster) | wall | CPU | train_runtime | samples/s |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        q = r["ratios"]
+        lines.append(f"| {r['workload']} | " + (" | ".join(f"{q[k]:.2f}×" for k in ("wall_s", "cpu_s", "train_runtime",
+                                                                                    "samples_per_s"))
+                                                 if q else "losses disagree: not counted | | |") + " |")
+    return "\n".join(lines)
+
+
+def versions(peer_python: Path) -> str:
+    code = "import importlib.metadata as m; print(' '.join(f'{p} {m.version(p)}' for p in {}))"
+    ours = subprocess.run([sys.executable, "-c", code.format(("alignlab", "torch", "transformers", "peft"))],
+                          capture_output=True, text=True).stdout.strip()
+    peer = subprocess.run([str(peer_python), "-c", code.format(("llamafactory", "torch", "transformers", "peft"))],
+                          capture_output=True, text=True).stdout.strip()
+    return f"alignlab venv: {ours}; LLaMA-Factory venv: {peer}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one pair per row, 800 rows")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=None, help="rows per workload (default: 4,000 SFT, 1,200 pairs)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    import peer_venvs
+
+    peer_python = peer_venvs.build("llamafactory")
+    pairs, rows = (1, args.rows or 800) if args.quick else (args.pairs, args.rows)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="alignlab-peers-") as tmp:
+        work = Path(tmp)
+        model = make_model(work / "model")
+        commands = tool_commands(peer_python)
+        for name in args.workloads.split(","):
+            results.append(run_row(name, pairs, rows, commands, model, work))
+    text = table(results)
+    print(text)
+    if args.append:
+        command = "python bench/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
+            f.write(f"\n`{command}` ({time.strftime('%Y-%m-%d')}, cpu; {versions(peer_python)})\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

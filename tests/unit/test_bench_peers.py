@@ -1,0 +1,40 @@
+"""bench/peers.py's arithmetic, by hand: medians and spreads, ratios that read "> 1: alignlab faster" for
+times and for throughput alike, and a row whose final losses disagree is not counted."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "bench" / "peers.py")
+peers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(peers)
+
+
+def tool(wall, cpu, runtime, speed, loss):
+    runs = [dict(zip(peers.METRICS, values)) for values in zip(wall, cpu, runtime, speed, [100.0] * len(wall), loss)]
+    return {m: peers.summary([r[m] for r in runs]) for m in peers.METRICS}
+
+
+def test_summary_is_the_median_and_the_spread():
+    assert peers.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert peers.summary([4.0, 1.0, 2.0, 3.0])["median"] == 2.5
+
+
+def test_ratios_read_above_one_when_alignlab_is_faster():
+    ours = tool([10, 12, 11], [20, 22, 21], [5, 6, 4], [200, 180, 220], [1.5, 1.5, 1.5])
+    peer = tool([22, 20, 24], [40, 44, 42], [6, 6, 7], [150, 160, 140], [1.5, 1.5, 1.5])
+    ratios = peers.row_ratios(ours, peer)
+    assert ratios == pytest.approx({"wall_s": 22 / 11, "cpu_s": 42 / 21, "train_runtime": 6 / 5,
+                                    "samples_per_s": 200 / 150})
+
+
+def test_a_row_whose_losses_disagree_is_not_counted():
+    ours = tool([10], [20], [5], [200], [1.50000])
+    assert peers.row_ratios(ours, tool([20], [40], [6], [150], [1.50001])) is not None  # 6.7e-6 relative
+    assert peers.row_ratios(ours, tool([20], [40], [6], [150], [1.51])) is None
+    text = peers.table([{"workload": "dpo", "rows": 8, "pairs": 1, "tools": {"alignlab": ours}, "ratios": None}])
+    assert "| dpo | losses disagree: not counted" in text
