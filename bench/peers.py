@@ -165,11 +165,12 @@ def table(results: list[dict]) -> str:
 
 
 def versions(peer_python: Path) -> str:
-    code = "import importlib.metadata as m; print(' '.join(f'{p} {m.version(p)}' for p in {}))"
-    ours = subprocess.run([sys.executable, "-c", code.format(("alignlab", "torch", "transformers", "peft"))],
-                          capture_output=True, text=True).stdout.strip()
-    peer = subprocess.run([str(peer_python), "-c", code.format(("llamafactory", "torch", "transformers", "peft"))],
-                          capture_output=True, text=True).stdout.strip()
+    def of(python, packages: tuple[str, ...]) -> str:
+        code = f"import importlib.metadata as m; print(' '.join(p + ' ' + m.version(p) for p in {packages!r}))"
+        return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip()
+
+    ours = of(sys.executable, ("alignlab", "torch", "transformers", "peft"))
+    peer = of(peer_python, ("llamafactory", "torch", "transformers", "peft"))
     return f"alignlab venv: {ours}; LLaMA-Factory venv: {peer}"
 
 
