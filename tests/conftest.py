@@ -41,15 +41,19 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def save_tiny_model(path, seed: int = 0, init_range: float | None = None):
+    """`tiny_model(seed, init_range)` and the bundled tokenizer saved as a normal model folder; returns it."""
+    from transformers import AutoTokenizer
+
+    tiny_model(seed=seed, init_range=init_range).save_pretrained(path)
+    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def base_model_dir(tmp_path_factory):
     """The tiny model with random weights (seed 0) saved as a normal model folder."""
-    from transformers import AutoTokenizer
-
-    path = tmp_path_factory.mktemp("tiny-base")
-    tiny_model(seed=0).save_pretrained(path)
-    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-base"))
 
 
 def read_jsonl(path):

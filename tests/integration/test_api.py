@@ -17,7 +17,7 @@ import httpx
 import pytest
 from openai import APIStatusError, AuthenticationError, BadRequestError, OpenAI
 
-from tests.conftest import ROOT, TINY, tiny_model
+from tests.conftest import ROOT, TINY, save_tiny_model, tiny_model
 from tests.integration.test_train_sft import ALIGNLAB
 
 KEY = "sk-alignlab-test"
@@ -52,11 +52,7 @@ def start_server(model_dir, *args, key=KEY, name="tiny-chat"):
 @pytest.fixture(scope="module")
 def chat_model_dir(tmp_path_factory):
     """A random tiny model whose greedy text varies, with a run_config.yaml naming its template."""
-    from transformers import AutoTokenizer
-
-    path = tmp_path_factory.mktemp("chat-model")
-    tiny_model(seed=3, init_range=0.3).save_pretrained(path)
-    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
+    path = save_tiny_model(tmp_path_factory.mktemp("chat-model"), seed=3, init_range=0.3)
     (path / "run_config.yaml").write_text("template: qwen3_nothink\nstage: sft\n")
     return path
 

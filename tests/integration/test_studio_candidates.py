@@ -9,16 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from transformers import AutoTokenizer
 
-from tests.conftest import ROOT, TINY, read_jsonl, tiny_model
+from tests.conftest import ROOT, read_jsonl, save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("candidate-model")
-    tiny_model(seed=0, init_range=0.2).save_pretrained(path)
-    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
+    path = save_tiny_model(tmp_path_factory.mktemp("candidate-model"), init_range=0.2)
     (path / "run_config.yaml").write_text("template: qwen3_nothink\n")
     return path
 

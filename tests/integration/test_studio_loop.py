@@ -10,30 +10,26 @@ import time
 
 import pytest
 import yaml
-from transformers import AutoTokenizer
 
 from alignlab.config import ConfigError
 from alignlab.studio.project import Project, view
 from alignlab.webui import loop
 from alignlab.webui.jobs import JobRunner, read_job
-from tests.conftest import ROOT, TINY, tiny_model
+from tests.conftest import ROOT, save_tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("loop-model")
-    tiny_model(seed=0, init_range=0.2).save_pretrained(path)
-    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("loop-model"), init_range=0.2)
 
 
-def run(runner: JobRunner, prepared: loop.Prepared, timeout: float = 300) -> None:
+def run(runner: JobRunner, prepared: loop.Prepared) -> None:
+    """Start a step's job and wait until its supervisor recorded the exit status (a hang ends at the
+    test's timeout)."""
     runner.start(prepared.folder, prepared.command)
-    deadline = time.time() + timeout
     while (job := read_job(prepared.folder)) is None or job.exit_code is None:
-        assert time.time() < deadline, (prepared.folder / "webui_train.log").read_text()[-3000:]
         time.sleep(0.5)
     assert job.exit_code == 0, (prepared.folder / "webui_train.log").read_text()[-3000:]
 

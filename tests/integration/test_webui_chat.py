@@ -18,7 +18,7 @@ import pytest
 
 from alignlab.webui import chat
 from alignlab.webui.chat import ChatServers, Sampling, ServerFailed, Turn
-from tests.conftest import ROOT, TINY, tiny_model
+from tests.conftest import ROOT, TINY, save_tiny_model
 from tests.integration.test_webui_browser import SHOTS, _free_port, browser, pick  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,12 +29,7 @@ GREEDY = Sampling(temperature=0, top_p=1.0, top_k=0, max_new_tokens=12, seed=42,
 @pytest.fixture(scope="module")
 def chat_model_dir(tmp_path_factory):
     """A random tiny model whose greedy text varies (whole words, not byte pieces)."""
-    from transformers import AutoTokenizer
-
-    path = tmp_path_factory.mktemp("chat-model")
-    tiny_model(seed=3, init_range=0.3).save_pretrained(path)
-    AutoTokenizer.from_pretrained(TINY).save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("chat-model"), seed=3, init_range=0.3)
 
 
 def greedy_answer(info: dict, prompt: str = PROMPT, max_tokens: int = 12) -> str:
