@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, FinetuningArguments, load_config
 from ..datagen.register import file_name_in, register_datasets
 from ..datagen.runner import read_records
 from ..files import write_atomic
@@ -129,8 +129,8 @@ def next_run_folder(folder: Path, step: str) -> Path:
     """Where the next run of `step` goes: the latest one again when it stopped or failed after a checkpoint
     (it resumes there), else `<step>-<N+1>`."""
     done = run_folders(folder, step)
-    if done and (done[-1] / CONFIG_FILE).is_file() and step != "compare" and runs.checkpoints(done[-1]) \
-            and runs.run_status(done[-1]) in ("stopped", "failed"):
+    if done and (done[-1] / CONFIG_FILE).is_file() and runs.checkpoints(done[-1]) \
+            and runs.run_status(done[-1]) in ("stopped", "failed"):  # a training run (compare-N has no config)
         return done[-1]
     return Path(folder) / f"{step}-{int(done[-1].name.rsplit('-', 1)[1]) + 1 if done else 1}"
 
@@ -151,7 +151,13 @@ def finished_runs(folder: Path, step: str) -> list[Path]:
 def latest_policy(folder: Path) -> Path | None:
     """The newest finished ppo or dpo run."""
     done = [p for step in POLICIES for p in finished_runs(folder, step)]
-    return max(done, key=lambda p: read_job(p).start_time if read_job(p) else 0.0, default=None)
+    return max(done, key=started_at, default=None)
+
+
+def started_at(run: Path) -> float:
+    """When the run's job began (0 for a folder no job ran in)."""
+    job = read_job(run)
+    return job.start_time if job else 0.0
 
 
 def gate_history(folder: Path) -> list[tuple[int, float]]:
@@ -171,9 +177,10 @@ def gate(folder: Path) -> tuple[Path, Gate] | None:
     if not done:
         return None
     try:
-        bar = float((yaml.safe_load((done[-1] / CONFIG_FILE).read_text()) or {}).get("rm_min_accuracy", 0.85))
+        bar = float((yaml.safe_load((done[-1] / CONFIG_FILE).read_text()) or {}).get(
+            "rm_min_accuracy", FinetuningArguments.rm_min_accuracy))
     except (OSError, yaml.YAMLError, TypeError, ValueError):
-        bar = 0.85
+        bar = FinetuningArguments.rm_min_accuracy
     return done[-1], rm_gate(done[-1], bar, gate_history(folder))
 
 
@@ -443,7 +450,7 @@ def step_states(folder: Path) -> list[StepState]:
     states.append(StepState("rm", _job_state(rm[-1] if rm else None, True), rm[-1] if rm else None,
                             {"gate": verdict[1] if verdict else None, "gated_run": verdict[0].name if verdict else ""}))
     policies = [p for step in POLICIES for p in run_folders(folder, step) if read_job(p)]
-    policy = max(policies, key=lambda p: read_job(p).start_time, default=None)
+    policy = max(policies, key=started_at, default=None)
     states.append(StepState("policy", _job_state(policy, True), policy, {}))
     compares = run_folders(folder, "compare")
     states.append(StepState("compare", _job_state(compares[-1] if compares else None, False),

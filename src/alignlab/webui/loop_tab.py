@@ -92,6 +92,29 @@ def plot(rows: list[dict], metric: str):
     return gr.update(value=points, visible=points is not None)
 
 
+def curve_plot(title: str, elem_id: str) -> gr.LinePlot:
+    """A run's curve (raw and EMA), hidden until it has points."""
+    return gr.LinePlot(None, x="step", y="value", color="series", height=240, title=title, visible=False,
+                       elem_id=elem_id)
+
+
+def folded_yaml(said, elem_id: str, label: str, editable: bool = False) -> gr.Code:
+    """A YAML view (editable or not) folded in an accordion `<elem_id>_box`."""
+    with said(gr.Accordion("", open=False, elem_id=f"{elem_id}_box"), label):
+        return gr.Code(language="yaml", interactive=editable, show_label=False, elem_id=elem_id)
+
+
+def next_run(said, step: str, start_label: str, startable: bool = True) -> tuple:
+    """A training step's controls: the next run's YAML (editable), Reset and Start, and the YAML its latest
+    run ran; (yaml, reset, start, ran)."""
+    box = folded_yaml(said, f"loop_{step}_yaml", "loop_next", editable=True)
+    with gr.Row():
+        reset = said(gr.Button("", size="sm", elem_id=f"loop_{step}_reset"), "loop_reset", "value")
+        start = said(gr.Button("", variant="primary", interactive=startable, elem_id=f"loop_{step}_start"),
+                     start_label, "value")
+    return box, reset, start, folded_yaml(said, f"loop_{step}_ran", "loop_ran_run")
+
+
 def build(page: Page, annotate_project: gr.Dropdown) -> None:
     root, top, said = page.root, page.top, page.said
     with said(gr.Tab(translate("en", "tab_loop"), id="loop"), "tab_loop") as tab:
@@ -126,8 +149,7 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             c_guideline = said(gr.Textbox(translate("en", "loop_default_guideline"), label="", lines=2,
                                           elem_id="loop_c_guideline"), "loop_c_guideline")
             c_start = said(gr.Button("", variant="primary", elem_id="loop_c_start"), "loop_start_candidates", "value")
-            with said(gr.Accordion("", open=False, elem_id="loop_c_yaml_box"), "loop_ran"):
-                c_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_c_yaml")
+            c_yaml = folded_yaml(said, "loop_c_yaml", "loop_ran")
 
         with said(gr.Accordion("", open=True, elem_id="loop_annotate"), "loop_head_annotate"):
             a_text = gr.Markdown(elem_id="loop_a_text")
@@ -140,39 +162,22 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                 e_people = said(gr.Radio(["majority", "per_annotator"], value="majority", label="",
                                          elem_id="loop_e_people"), "loop_e_people")
             e_start = said(gr.Button("", variant="primary", elem_id="loop_e_start"), "loop_start_export", "value")
-            with said(gr.Accordion("", open=False, elem_id="loop_e_yaml_box"), "loop_ran"):
-                e_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_e_yaml")
+            e_yaml = folded_yaml(said, "loop_e_yaml", "loop_ran")
 
         with said(gr.Accordion("", open=True, elem_id="loop_rm"), "loop_head_rm"):
             r_gate = gr.Markdown(elem_id="loop_gate")
             r_more = gr.Button(visible=False, elem_id="loop_more")
             with gr.Row():
-                r_loss = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="loss", visible=False,
-                                     elem_id="loop_rm_loss")
-                r_acc = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="eval_accuracy", visible=False,
-                                    elem_id="loop_rm_accuracy")
-            with said(gr.Accordion("", open=False, elem_id="loop_r_yaml_box"), "loop_next"):
-                r_yaml = gr.Code(language="yaml", interactive=True, show_label=False, elem_id="loop_r_yaml")
-            with gr.Row():
-                r_reset = said(gr.Button("", size="sm", elem_id="loop_r_reset"), "loop_reset", "value")
-                r_start = said(gr.Button("", variant="primary", elem_id="loop_r_start"), "loop_start_rm", "value")
-            with said(gr.Accordion("", open=False, elem_id="loop_r_ran_box"), "loop_ran_run"):
-                r_ran = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_r_ran")
+                r_loss = curve_plot("loss", "loop_rm_loss")
+                r_acc = curve_plot("eval_accuracy", "loop_rm_accuracy")
+            r_yaml, r_reset, r_start, r_ran = next_run(said, "r", "loop_start_rm")
 
         with said(gr.Accordion("", open=True, elem_id="loop_policy"), "loop_head_policy"):
             with gr.Row(equal_height=True):
                 p_kind = said(gr.Radio(list(loop.POLICIES), value="ppo", label="", elem_id="loop_p_kind"), "loop_p_kind")
                 p_override = said(gr.Checkbox(False, label="", elem_id="loop_p_override"), "loop_p_override")
-            p_plot = gr.LinePlot(None, x="step", y="value", color="series", height=240, title="reward (PPO) · rewards/margins (DPO)", visible=False,
-                                 elem_id="loop_policy_curve")
-            with said(gr.Accordion("", open=False, elem_id="loop_p_yaml_box"), "loop_next"):
-                p_yaml = gr.Code(language="yaml", interactive=True, show_label=False, elem_id="loop_p_yaml")
-            with gr.Row():
-                p_reset = said(gr.Button("", size="sm", elem_id="loop_p_reset"), "loop_reset", "value")
-                p_start = said(gr.Button("", variant="primary", interactive=False, elem_id="loop_p_start"),
-                               "loop_start_policy", "value")
-            with said(gr.Accordion("", open=False, elem_id="loop_p_ran_box"), "loop_ran_run"):
-                p_ran = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_p_ran")
+            p_plot = curve_plot("reward (PPO) · rewards/margins (DPO)", "loop_policy_curve")
+            p_yaml, p_reset, p_start, p_ran = next_run(said, "p", "loop_start_policy", startable=False)
 
         with said(gr.Accordion("", open=True, elem_id="loop_compare"), "loop_head_compare"):
             with gr.Row(equal_height=True):
@@ -190,8 +195,7 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
                                     label="", elem_id="loop_h_which"), "loop_h_which")
             h_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="loop_h_table")
             h_report = gr.HTML(visible=False, elem_id="loop_h_report")
-            with said(gr.Accordion("", open=False, elem_id="loop_h_yaml_box"), "loop_ran"):
-                h_yaml = gr.Code(language="yaml", interactive=False, show_label=False, elem_id="loop_h_yaml")
+            h_yaml = folded_yaml(said, "loop_h_yaml", "loop_ran")
 
         log_box = said(gr.Textbox(label="", lines=8, max_lines=8, autoscroll=True, interactive=False,
                                   elem_id="loop_log", elem_classes="log"), "log")
@@ -304,11 +308,11 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
         _, policy_text = fresh_yaml(loop_name, kind, override)
         return policy_text, policy_text
 
-    def policy_allowed(folder: Path, kind: str, override: bool) -> bool:
+    def policy_allowed(folder: Path, kind: str, override: bool, verdict) -> bool:
+        """DPO needs the pairs; PPO a reward model that passed the gate (`verdict`), or the override."""
         if kind == "dpo":
             return (folder / "pairs.json").is_file()
-        verdict = loop.gate(folder)
-        return verdict is not None and (verdict[1].passed or bool(override))
+        return verdict is not None and (verdict.passed or bool(override))
 
     def on_tick(code, loop_name, r_text, r_last, p_text, p_last, kind, override, which, last):
         try:
@@ -348,7 +352,7 @@ def build(page: Page, annotate_project: gr.Dropdown) -> None:
             plot(rm_rows, "loss"), plot(rm_rows, "eval_accuracy"),
             rm_text if unedited(r_text, r_last) else gr.skip(), rm_text if unedited(r_text, r_last) else r_last,
             loop.ran_text(rm_state.folder),
-            gr.update(interactive=policy_allowed(folder, kind, override)),
+            gr.update(interactive=policy_allowed(folder, kind, override, verdict)),
             plot(policy_rows, policy_metric),
             policy_text if unedited(p_text, p_last) else gr.skip(),
             policy_text if unedited(p_text, p_last) else p_last,
