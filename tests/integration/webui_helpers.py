@@ -54,9 +54,11 @@ def served_app(runs_root, models: tuple[str, ...] = ()):
 
 
 def pick(page, elem_id: str, option: str) -> None:
-    """Choose `option` in the dropdown `elem_id` as a person does: open it, click the option."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Choose `option` in the dropdown `elem_id` as a person does: open it, click the option in its own list
+    (the list of a dropdown picked just before may still be closing and hold the same option)."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.locator(f"#{box.get_attribute('aria-controls')}").get_by_role("option", name=option, exact=True).click()
 
 
 def table(page, elem_id: str) -> list[dict]:
