@@ -32,6 +32,10 @@ CASES = [  # (overrides, words the message must hold)
      ["`model_name_or_path` Qwen/Qwen3-0.6B-not-downloaded is not a local folder nor in the Hugging Face cache",
       "hf download Qwen/Qwen3-0.6B-not-downloaded"]),
     ({"pref_loss": "nope", "stage": "dpo"}, ["`pref_loss`: 'nope' is not one of"]),
+    ({"stage": "grpo", "dataset": "demo_rl", "reward_funcs": "length_penalty", "infer_backend": "vllm"},
+     ["`infer_backend: vllm` does not drive stage grpo's rollouts yet"]),
+    ({"stage": "ppo", "dataset": "demo_rl", "reward_funcs": "length_penalty", "fsdp": "full_shard"},
+     ["`fsdp` is not supported by stage ppo yet", "FORCE_TORCHRUN=1"]),
 ]
 
 

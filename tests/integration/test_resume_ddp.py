@@ -1,5 +1,5 @@
 """Runs that survive and scale: SIGKILL mid-run then resume gives the same result; 2-process DDP (gloo)
-with batch b gives the same loss curve as 1 process with batch 2b."""
+with batch b gives the same loss curve (and, for dpo, the same logged metrics) as 1 process with batch 2b."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -53,3 +54,21 @@ def test_two_process_ddp_matches_one_process_double_batch(base_model_dir, tmp_pa
     one, two = losses(single), losses(double)
     assert len(one) == len(two) == 6
     assert max(abs(x - y) for x, y in zip(one, two)) < 1e-4
+
+
+def test_two_process_dpo_logs_the_metrics_of_one_process_with_double_batch(base_model_dir, tmp_path):
+    """The dpo metrics (rewards, accuracies, margins, log-probs) are summed over the processes before they
+    are logged: each process's own mean would differ from the whole batch's."""
+    args = dict(stage="dpo", dataset="demo_pref", finetuning_type="lora", lora_rank=8, learning_rate=5e-3,
+                max_steps=4, max_samples=64, disable_shuffling="true", dataloader_drop_last="true", pref_beta=0.1)
+    single, double = tmp_path / "single", tmp_path / "ddp"
+    cli(*common(base_model_dir, single, per_device_train_batch_size=8, **args))
+    env = dict(os.environ, FORCE_TORCHRUN="1", NPROC_PER_NODE="2", OMP_NUM_THREADS="1")
+    cli(*common(base_model_dir, double, per_device_train_batch_size=4, **args), env=env)
+    clocks = ("elapsed_time", "remaining_time", "grad_norm")
+    one, two = ([{k: v for k, v in e.items() if k not in clocks} for e in read_jsonl(out / "trainer_log.jsonl")
+                 if e.get("loss") is not None] for out in (single, double))
+    assert len(one) == 4 and one[-1]["rewards/margins"] != 0
+    for a, b in zip(one, two, strict=True):
+        assert a.keys() == b.keys() and {"rewards/accuracies", "rewards/margins", "logps/chosen"} <= a.keys()
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-5)

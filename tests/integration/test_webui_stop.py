@@ -21,7 +21,7 @@ def test_sigterm_in_the_online_loop_saves_the_step_checkpoint_and_returns(tmp_pa
     online = OnlineRun(cfg, model, list(model.parameters()), [{"prompt": str(i)} for i in range(8)])
     calls = []
 
-    def rollout_and_learn(batch):
+    def rollout_and_learn(batch, indices):
         calls.append(len(batch))
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # what Stop sends, in the middle of step 2

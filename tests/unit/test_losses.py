@@ -270,3 +270,45 @@ def test_grpo_stage_runs_every_critic_free_estimator_of_the_table():
     from alignlab.train.grpo import ADVANTAGES
 
     assert set(ADVANTAGES) == {n for n, stage in ADVANTAGE_ESTIMATORS.items() if stage == "grpo"}
+
+
+def test_shares_of_a_batch_split_in_two_add_up_to_the_whole_batch():
+    """Data parallel: each process passes the whole mini-batch's sequence and token counts, and the shares
+    of the loss and metrics sum (over the processes) to what one process computes on the whole batch."""
+    from alignlab.train.losses import grpo_loss, masked_mean, ppo_policy_loss, ppo_value_loss
+
+    torch.manual_seed(0)
+    logps, old, ref, values, old_values, returns = (torch.randn(6, 5) * 0.3 for _ in range(6))
+    adv = torch.randn(6)
+    mask = t([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    halves = (slice(0, 2), slice(2, 6))  # uneven: 2 and 4 sequences, 8 and 12 tokens
+    tokens = mask.sum()
+    whole, wm = grpo_loss(logps, old, ref, adv, mask, cliprange=0.2, beta=0.1)
+    parts = [grpo_loss(logps[h], old[h], ref[h], adv[h], mask[h], 0.2, 0.1, sequences=6, tokens=tokens) for h in halves]
+    assert close(sum(p[0] for p in parts), whole) and close(sum(p[1]["kl"] for p in parts), wm["kl"])
+    assert close(sum(p[1]["clipfrac"] for p in parts), wm["clipfrac"])
+    whole, wm = ppo_policy_loss(logps, old, adv[:, None].expand(6, 5), mask, 0.2)
+    parts = [ppo_policy_loss(logps[h], old[h], adv[h, None].expand(-1, 5), mask[h], 0.2, tokens) for h in halves]
+    assert close(sum(p[0] for p in parts), whole) and close(sum(p[1]["approx_kl"] for p in parts), wm["approx_kl"])
+    whole, _ = ppo_value_loss(values, old_values, returns, mask, 0.2)
+    assert close(sum(ppo_value_loss(values[h], old_values[h], returns[h], mask[h], 0.2, tokens)[0] for h in halves),
+                 whole)
+    assert close(sum(masked_mean(values[h], mask[h], total=tokens) for h in halves), masked_mean(values, mask))
+
+
+def test_whiten_with_a_reduce_uses_the_whole_batch_statistics():
+    """`reduce` adds the other processes' sums: here the other half of the batch, computed beside it."""
+    from alignlab.train.losses import whiten
+
+    x = t([[1.0, 2.0, 3.0], [4.0, 8.0, 0.0]])
+    mask = t([[1, 1, 1], [1, 1, 0]])
+    whole = whiten(x, mask)
+    other = {"count": mask[1].sum().float(), "sum": (x[1] * mask[1]).sum()}
+    mean = (x * mask).sum() / mask.sum()
+
+    def reduce(tensor):  # the sums the second process would contribute
+        if tensor.dim():
+            return tensor + torch.stack([other["count"], other["sum"]])
+        return tensor + ((x[1] - mean) ** 2 * mask[1]).sum()
+
+    assert torch.allclose(whiten(x[:1], mask[:1], reduce=reduce), whole[:1], atol=1e-6)

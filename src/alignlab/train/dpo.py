@@ -34,8 +34,8 @@ class PreferenceTrainer(MetricTrainer):
         self.loss_state: dict = {}  # running statistics a loss carries between batches (bco_pair's mean)
 
     def pair_logps(self, model, batch):
-        """(chosen, rejected) sequence log-probs, their per-token means, and the mean logits of each
-        half, from one forward pass over the 2B rows."""
+        """(chosen, rejected) sequence log-probs, their per-token means, and the mean logit of the chosen
+        and of the rejected answers, from one forward pass over the 2B rows."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
         ld_alpha = self.finetuning_args.ld_alpha
@@ -45,7 +45,9 @@ class PreferenceTrainer(MetricTrainer):
             public_len = torch.minimum(*valid.chunk(2)).repeat(2)
         logps, valid = sequence_logps(logits, labels, average=False, ld_alpha=ld_alpha, public_len=public_len)
         means = logps / valid.clamp(min=1)
-        chosen_logits, rejected_logits = logits.detach().chunk(2)
+        answer = (labels[:, 1:] != losses.IGNORE_INDEX).float()  # each answer's mean logit, then the mean over answers:
+        per_row = (logits.detach()[:, :-1].float().mean(-1) * answer).sum(-1) / answer.sum(-1).clamp(min=1)
+        chosen_logits, rejected_logits = per_row.chunk(2)  # padding and batch make-up change nothing
         return logps.chunk(2), means.chunk(2), (chosen_logits.mean(), rejected_logits.mean())
 
     def reference_logps(self, batch):

@@ -22,65 +22,62 @@ from .losses import (
     reinforce_pp_advantages,
     rloo_advantages,
 )
-from .online import (
-    OnlineParts,
-    minibatches,
-    phase_times,
-    prepare_online,
-    response_logps,
-    sample_and_score,
-)
+from .online import OnlineParts, check_online, phase_times, prepare_online, sample_and_score
+from .ranks import minibatches
 from .reference import reference_of
-from .rewards import check_reward_source
+from .rollout import policy_outputs, response_logps
 
-# advantage_estimator -> (scores, old_logps, ref_logps, mask, finetuning args) -> (advantages, weight
-# of the k3 KL term in the loss). config/stages.py's ADVANTAGE_ESTIMATORS names those of stage grpo.
+# advantage_estimator -> (scores, old_logps, ref_logps, mask, finetuning args, reduce) -> (advantages,
+# weight of the k3 KL term in the loss); `reduce` sums over the processes (a batch-wide baseline needs it,
+# a group never spans two). config/stages.py's ADVANTAGE_ESTIMATORS names those of stage grpo.
 ADVANTAGES = {
-    "grpo": lambda scores, logps, ref, mask, f: (group_advantages(scores, f.grpo_group_size), f.grpo_beta),
-    "rloo": lambda scores, logps, ref, mask, f: (rloo_advantages(scores, f.grpo_group_size), f.grpo_beta),
-    "reinforce_pp": lambda scores, logps, ref, mask, f: (
-        reinforce_pp_advantages(kl_penalized_rewards(scores, logps, ref, mask, f.grpo_beta)[0], mask, f.ppo_gamma),
-        0.0),
+    "grpo": lambda scores, logps, ref, mask, f, reduce: (group_advantages(scores, f.grpo_group_size), f.grpo_beta),
+    "rloo": lambda scores, logps, ref, mask, f, reduce: (rloo_advantages(scores, f.grpo_group_size), f.grpo_beta),
+    "reinforce_pp": lambda scores, logps, ref, mask, f, reduce: (
+        reinforce_pp_advantages(kl_penalized_rewards(scores, logps, ref, mask, f.grpo_beta)[0], mask, f.ppo_gamma,
+                                reduce), 0.0),
 }
 
 
-def grpo_step(parts: OnlineParts, estimator: str, batch: list[dict]) -> dict:
-    """Rollout groups, score, advantages by the estimator, then `ppo_epochs` passes of clipped updates."""
+def grpo_step(parts: OnlineParts, estimator: str, batch: list[dict], indices: list[int]) -> dict:
+    """Rollout groups, score, advantages by the estimator, then `ppo_epochs` passes of clipped updates
+    (each mini-batch drawn from the step's samples on all processes; see OnlineRun.optimizer_step)."""
     f, online, device = parts.finetuning, parts.online, parts.device
-    rollout, scores, clock = sample_and_score(parts, batch, f.grpo_group_size)
+    rollout, scores, every, clock = sample_and_score(parts, batch, indices, f.grpo_group_size)
     mask = rollout.response_mask
     with torch.no_grad():
         old_logps = response_logps(parts.model, rollout)
         with reference_of(parts.model, parts.reference) as ref:
             ref_logps = response_logps(ref, rollout)
-    advantages, kl_weight = ADVANTAGES[estimator](scores, old_logps, ref_logps, mask, f)
+    advantages, kl_weight = ADVANTAGES[estimator](scores, old_logps, ref_logps, mask, f, online.ranks.sum)
+    total, local = online.samples(len(scores))
+    lengths = online.ranks.gather(mask.sum(-1))
     totals = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0}
     updates = 0
     clock.append(time.perf_counter())
-    for _ in range(f.ppo_epochs):
-        for idx in minibatches(len(scores), f.ppo_buffer_size, device):
-            logps = response_logps(parts.model, rollout.select(idx))
+    for epoch in range(f.ppo_epochs):
+        for idx, chunk in minibatches(total, f.ppo_buffer_size, online.order_seed(epoch), local, device):
+            logps = policy_outputs(parts.model, rollout, idx)
             loss, metrics = grpo_loss(logps, old_logps[idx], ref_logps[idx], advantages[idx], mask[idx],
-                                      f.ppo_cliprange, kl_weight)
-            online.optimizer_step(loss, parts.params)
-            totals["loss"] += loss.item()
-            totals["kl"] += metrics["kl"].item()
-            totals["clipfrac"] += metrics["clipfrac"].item()
+                                      f.ppo_cliprange, kl_weight, sequences=len(chunk), tokens=lengths[chunk].sum())
+            step = online.optimizer_step(loss, parts.params, metrics)
+            for key in totals:
+                totals[key] += step[key]
             updates += 1
     clock.append(time.perf_counter())
     result = {k: v / updates for k, v in totals.items()}
     result.update(phase_times(clock))
-    result.update({"reward": scores.mean().item(), "reward_std": scores.std().item(),
-                   "response_length": mask.sum(-1).float().mean().item()})
+    result.update({"reward": every.mean().item(), "reward_std": every.std().item(),
+                   "response_length": lengths.float().mean().item()})
     return result
 
 
 def check(cfg) -> None:
-    """What must hold before any model loads: a usable reward source."""
-    check_reward_source(cfg)
+    """What must hold before any model loads (see online.check_online)."""
+    check_online(cfg)
 
 
 def run(cfg, tokenizer, template, data, resume: str | None) -> tuple[dict, object]:
     parts = prepare_online(cfg, tokenizer, template, data)
     estimator = advantage_estimator_of("grpo", cfg.finetuning.advantage_estimator)
-    return parts.online.train(lambda batch: grpo_step(parts, estimator, batch), tokenizer), parts.model
+    return parts.online.train(lambda batch, indices: grpo_step(parts, estimator, batch, indices), tokenizer), parts.model

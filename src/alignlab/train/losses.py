@@ -166,18 +166,27 @@ def _reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
     }
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, total=None) -> torch.Tensor:
+    """Mean of the masked entries (along `dim`). With `total` (dim None): the masked sum over `total`, this
+    tensor's share of the mean over a larger batch that holds `total` masked entries (data parallel)."""
     mask = mask.to(values.dtype)
     if dim is None:
-        return (values * mask).sum() / mask.sum().clamp(min=1)
+        return (values * mask).sum() / (mask.sum().clamp(min=1) if total is None else max(float(total), 1.0))
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / std over the masked entries (unbiased variance); keep the mean if not shift_mean."""
-    mean = masked_mean(values, mask)
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, reduce=_same) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (unbiased variance); keep the mean if not shift_mean.
+    `reduce` sums a tensor over the processes holding the rest of the batch (data parallel)."""
+    mask = mask.to(values.dtype)
+    count, total = reduce(torch.stack([mask.sum(), (values * mask).sum()]))
+    mean = total / count.clamp(min=1)
     centred = values - mean
-    var = masked_mean(centred**2, mask) * mask.sum() / (mask.sum() - 1).clamp(min=1)
+    var = reduce((centred**2 * mask).sum()) / (count - 1).clamp(min=1)
     out = centred * torch.rsqrt(var + 1e-8)
     return out if shift_mean else out + mean
 
@@ -202,26 +211,27 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor, cliprange: float):
-    """Clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-e, 1+e)), r = exp(logp - old)."""
+                    mask: torch.Tensor, cliprange: float, tokens=None):
+    """Clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-e, 1+e)), r = exp(logp - old).
+    `tokens`: the mini-batch's response tokens over all processes (None: these)."""
     ratio = torch.exp(logps - old_logps)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    loss = masked_mean(torch.max(unclipped, clipped), mask, total=tokens)
     metrics = {
-        "clipfrac": masked_mean((clipped > unclipped).float(), mask).detach(),
-        "approx_kl": masked_mean(0.5 * (logps - old_logps) ** 2, mask).detach(),
+        "clipfrac": masked_mean((clipped > unclipped).float(), mask, total=tokens).detach(),
+        "approx_kl": masked_mean(0.5 * (logps - old_logps) ** 2, mask, total=tokens).detach(),
     }
     return loss, metrics
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                   cliprange_value: float):
+                   cliprange_value: float, tokens=None):
     """Clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (clip(V, V_old +- e) - R)^2)."""
     clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+    loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask, total=tokens)
     return loss, {"vf_clipfrac": masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).float(),
-                                             mask).detach()}
+                                             mask, total=tokens).detach()}
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -248,11 +258,12 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (grouped - others).view(-1)
 
 
-def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+                            reduce=_same) -> torch.Tensor:
     """REINFORCE++: discounted return-to-go of the KL-penalised token rewards, whitened over every
     response token of the batch (a global baseline, no critic, no per-prompt group)."""
     returns, _ = gae(token_rewards, torch.zeros_like(token_rewards), mask, gamma, 1.0)
-    return whiten(returns, mask) * mask
+    return whiten(returns, mask, reduce=reduce) * mask
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -264,17 +275,19 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
 
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, cliprange: float, beta: float):
+              mask: torch.Tensor, cliprange: float, beta: float, sequences=None, tokens=None):
     """GRPO: clipped surrogate plus beta * k3 KL to the reference, averaged per sequence over its
-    tokens, then over sequences. `advantages` is one per sequence (B,) or one per token (B, T)."""
+    tokens, then over sequences. `advantages` is one per sequence (B,) or one per token (B, T).
+    `sequences`, `tokens`: the mini-batch's sequences and response tokens over all processes (None: these);
+    the loss and metrics are then this part's share of the whole mini-batch's."""
     ratio = torch.exp(logps - old_logps)
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - cliprange, 1 + cliprange) * adv)
     kl = k3_kl(logps, ref_logps)
     per_token = -(surrogate - beta * kl)
-    loss = masked_mean(per_token, mask, dim=1).mean()
+    loss = masked_mean(per_token, mask, dim=1).sum() / max(len(logps) if sequences is None else sequences, 1)
     metrics = {
-        "kl": masked_mean(kl, mask).detach(),
-        "clipfrac": masked_mean(((ratio - 1).abs() > cliprange).float(), mask).detach(),
+        "kl": masked_mean(kl, mask, total=tokens).detach(),
+        "clipfrac": masked_mean(((ratio - 1).abs() > cliprange).float(), mask, total=tokens).detach(),
     }
     return loss, metrics

@@ -5,6 +5,12 @@ values computed once per rollout; the stage's `learn` runs `ppo_epochs` passes o
 Checkpoints (`checkpoint-N/`) hold the policy, value head, optimiser, scheduler, stage state (KL
 controller) and RNG, written to a temporary folder and renamed, so a killed run resumes exactly
 where its last checkpoint was taken.
+
+Under torchrun (`FORCE_TORCHRUN=1 NPROC_PER_NODE=N`) every process takes its own slice of each step's
+prompts, generates and scores them, and the processes sum their gradients (`Ranks`): the losses are each
+process's share of the loss over the whole step's mini-batch, so N processes with batch b train as one
+with batch N x b. Sampling draws its noise from (seed, step, prompt, sample, position, token), not from a
+random state, so a completion does not depend on which process or batch produced it.
 """
 
 from __future__ import annotations
@@ -16,109 +22,24 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.collate import pad_rows
 from ..errors import UserError
 from .callbacks import LOG_NAME, StopSignal, hms, read_log
 from .plots import plot_metrics
+from .ranks import Ranks
+from .rollout import _M32, generate_rollout, generation_kwargs, mix32, sample_keys
 from .trainer import is_write_error, saving_failed
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Rollout:
-    sequences: torch.Tensor  # (N, P + R) left-padded prompts then responses
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor  # (N, R): tokens up to and including the first stop token
-    prompt_len: int
-    prompts: list[str]
-    completions: list[str]
-    messages: list[list[dict]]
-    systems: list[str]
-    rows: list[dict]
-    lengths: list[int]
-    stats: dict = field(default_factory=dict)
-
-    def select(self, idx: torch.Tensor) -> Rollout:
-        """The tensors of a subset of the sequences (for mini-batches)."""
-        return Rollout(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_len,
-                       [], [], [], [], [], [])
-
-    @property
-    def position_ids(self) -> torch.Tensor:
-        return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 class NonFiniteError(RuntimeError, UserError):
     """A reward or loss became NaN/inf."""
-
-
-def response_logps(model, rollout: Rollout, sequences=None, with_hidden: bool = False):
-    """Log-probs of the response tokens (N, R) (+ entropy and last hidden states when asked)."""
-    sequences = rollout.sequences if sequences is None else sequences
-    out = model(input_ids=sequences, attention_mask=rollout.attention_mask, position_ids=rollout.position_ids,
-                output_hidden_states=with_hidden)
-    p = rollout.prompt_len
-    logits = out.logits[:, p - 1:-1].float()
-    targets = sequences[:, p:]
-    logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(2)).squeeze(2)
-    if not with_hidden:
-        return logps
-    probs = logits.softmax(-1)
-    entropy = -(probs * logits.log_softmax(-1)).sum(-1)
-    return logps, entropy, out.hidden_states[-1][:, p - 1:-1]
-
-
-def generation_kwargs(gen) -> dict:
-    """Sampling keys from the generating arguments (top_k 0 = no top-k)."""
-    return {"temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k or None,
-            "max_new_tokens": gen.max_new_tokens, "repetition_penalty": gen.repetition_penalty}
-
-
-def minibatches(n: int, count: int, device) -> list[torch.Tensor]:
-    order = torch.randperm(n, device=device)
-    size = max(1, math.ceil(n / max(count, 1)))
-    return [order[i:i + size] for i in range(0, n, size)]
-
-
-@torch.no_grad()
-def generate_rollout(model, tokenizer, template, batch: list[dict], gen_kwargs: dict, num_samples: int,
-                     device) -> Rollout:
-    """Sample `num_samples` completions per prompt in one batched generate call."""
-    prompts = [list(row["input_ids"]) for row in batch]
-    pad = tokenizer.pad_token_id
-    ids, mask = pad_rows(prompts, pad, device=device)
-    width = ids.shape[1]
-    stop = template.stop_token_ids(tokenizer)
-    was_training = model.training
-    model.eval()
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, num_return_sequences=num_samples,
-                         eos_token_id=stop, pad_token_id=pad, use_cache=True, **gen_kwargs)
-    model.train(was_training)
-    response = out[:, width:]
-    is_stop = torch.isin(response, torch.tensor(stop, device=device))
-    after_stop = (is_stop.long().cumsum(-1) - is_stop.long()) > 0  # strictly after the first stop token
-    response_mask = ~after_stop
-    response = response.masked_fill(~response_mask, pad)
-    sequences = torch.cat([ids.repeat_interleave(num_samples, 0), response], dim=1)
-    attention_mask = torch.cat([mask.repeat_interleave(num_samples, 0), response_mask.long()], dim=1)
-    completions = tokenizer.batch_decode(response.masked_fill(~response_mask, pad), skip_special_tokens=True)
-    repeat = lambda values: [v for v in values for _ in range(num_samples)]  # noqa: E731
-    return Rollout(
-        sequences=sequences, attention_mask=attention_mask, response_mask=response_mask, prompt_len=width,
-        prompts=repeat([tokenizer.decode(p, skip_special_tokens=False) for p in prompts]),
-        completions=completions,
-        messages=repeat([json.loads(row["prompt_messages"]) for row in batch]),
-        systems=repeat([row["system"] for row in batch]),
-        rows=repeat([json.loads(row["extra"]) for row in batch]),
-        lengths=response_mask.sum(-1).tolist(),
-    )
 
 
 @dataclass
@@ -154,6 +75,7 @@ def prepare_online(cfg, tokenizer, template, data, with_value_head: bool = False
     reward = build_reward(cfg, tokenizer, template, device)
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     online = OnlineRun(cfg, model, params, data.train, extra_modules={"value_head": head} if head else None)
+    online.ranks.broadcast(params)
     return OnlineParts(model, reference, reward, tokenizer, template, online, params,
                        generation_kwargs(cfg.generating), cfg.finetuning, device, head)
 
@@ -161,17 +83,21 @@ def prepare_online(cfg, tokenizer, template, data, with_value_head: bool = False
 PHASES = ("generate", "score", "logps", "learn")
 
 
-def sample_and_score(parts: OnlineParts, batch: list[dict], num_samples: int):
-    """(rollout, scores on the device, clock): `num_samples` completions per prompt, scored by the reward
-    source; `clock` holds the start and the end of each phase so far (see PHASES and `phase_times`)."""
+def sample_and_score(parts: OnlineParts, batch: list[dict], indices, num_samples: int):
+    """(rollout, this process's scores on the device, every process's scores, clock): `num_samples`
+    completions per prompt (`indices`: the prompts' rows in the dataset), scored by the reward source;
+    `clock` holds the start and the end of each phase so far (see PHASES and `phase_times`)."""
+    online = parts.online
     clock = [time.perf_counter()]
+    keys = sample_keys(online.args.seed, online.step, indices, num_samples, parts.device)
     rollout = generate_rollout(parts.model, parts.tokenizer, parts.template, batch, parts.gen_kwargs,
-                               num_samples, parts.device)
+                               num_samples, parts.device, keys)
     clock.append(time.perf_counter())
-    scores = parts.reward(rollout).to(parts.device)
-    check_finite("The reward", scores, parts.online.step + 1)
+    scores = parts.reward(rollout).to(parts.device).float()
+    every = online.ranks.gather(scores)
+    check_finite("The reward", every, online.step + 1)
     clock.append(time.perf_counter())
-    return rollout, scores, clock
+    return rollout, scores, every, clock
 
 
 def phase_times(clock: list[float]) -> dict[str, float]:
@@ -185,6 +111,24 @@ def check_finite(name: str, value: torch.Tensor, step: int) -> None:
                              "`learning_rate`, check the reward source, or resume from the last checkpoint.")
 
 
+def check_online(cfg) -> None:
+    """What ppo and grpo refuse before any model loads: engines the loop does not drive (yet), and a
+    reward source that cannot work."""
+    from ..config import ConfigError
+    from .rewards import check_reward_source
+
+    stage = cfg.finetuning.stage
+    if cfg.training.deepspeed or cfg.training.fsdp:
+        key = "deepspeed" if cfg.training.deepspeed else "fsdp"
+        raise ConfigError(f"`{key}` is not supported by stage {stage} yet: its loop runs plain data parallel over "
+                          "torchrun processes (FORCE_TORCHRUN=1 NPROC_PER_NODE=N, see docs/ppo.md \"Scaling out\"); "
+                          "remove the key.")
+    if cfg.model.infer_backend == "vllm":
+        raise ConfigError(f"`infer_backend: vllm` does not drive stage {stage}'s rollouts yet: the policy samples "
+                          "them itself; remove the key (or set `infer_backend: huggingface`).")
+    check_reward_source(cfg)
+
+
 class OnlineRun:
     """Prompts, optimiser, scheduler, logging and checkpoints of an online stage."""
 
@@ -194,9 +138,10 @@ class OnlineRun:
         self.cfg, self.args = cfg, cfg.training
         self.model, self.dataset = model, dataset
         self.extra_modules = extra_modules or {}  # modules with save(dir)/load(dir), e.g. the value head
+        self.ranks = Ranks()
         self.batch_size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * \
-            cfg.finetuning.ppo_buffer_size
-        self.steps_per_epoch = max(1, len(dataset) // self.batch_size)
+            cfg.finetuning.ppo_buffer_size  # prompts per process and step
+        self.steps_per_epoch = max(1, len(dataset) // (self.batch_size * self.ranks.world))
         self.max_steps = self.args.max_steps if self.args.max_steps > 0 else \
             math.ceil(self.args.num_train_epochs * self.steps_per_epoch)
         optim_cls, optim_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
@@ -210,21 +155,42 @@ class OnlineRun:
         self.start = time.time()
 
     def batches(self):
-        """Prompt batches in a seeded order per epoch, from the current step on (resumable)."""
+        """(prompts, their rows in the dataset) of this process for each step, from the current step on
+        (resumable): a seeded order per epoch, each step's prompts split between the processes in rank order."""
+        per_step = self.batch_size * self.ranks.world
         while self.step < self.max_steps:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.args.seed + epoch))
-            begin = offset * self.batch_size
-            yield [self.dataset[int(i)] for i in order[begin:begin + self.batch_size]]
+            begin = offset * per_step + self.ranks.rank * self.batch_size
+            indices = [int(i) for i in order[begin:begin + self.batch_size]]
+            yield [self.dataset[i] for i in indices], indices
 
-    def optimizer_step(self, loss: torch.Tensor, params) -> float:
-        check_finite("The loss", loss.detach(), self.step + 1)
-        loss.backward()
+    def samples(self, local: int) -> tuple[int, tuple[int, int]]:
+        """(samples of the step over all processes, (first, end) of this process's among them)."""
+        first = self.ranks.rank * local
+        return local * self.ranks.world, (first, first + local)
+
+    def order_seed(self, epoch: int) -> int:
+        """The seed of the mini-batch order of this step's `epoch`-th pass (the same on every process)."""
+        return int(mix32(torch.tensor((self.args.seed * 1_000_003 + self.step * 7919 + epoch) & _M32)))
+
+    def optimizer_step(self, loss: torch.Tensor, params, metrics: dict | None = None) -> dict[str, float]:
+        """Backward this process's share of a mini-batch's loss, sum gradients and metric shares over the
+        processes, clip and step. Returns the mini-batch's loss, metrics and gradient norm (all processes)."""
+        if loss.requires_grad:
+            loss.backward()
+        self.ranks.sum_gradients(params)
+        names = ["loss", *(metrics or {})]
+        shares = torch.stack([loss.detach().float().reshape(()),
+                              *(torch.as_tensor(v, dtype=torch.float32).detach().reshape(()).to(loss.device)
+                                for v in (metrics or {}).values())])
+        totals = self.ranks.sum(shares)
+        check_finite("The loss", totals[0], self.step + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm or float("inf"))
         check_finite("The gradient norm", grad_norm, self.step + 1)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        return {**dict(zip(names, totals.tolist())), "grad_norm": float(grad_norm)}
 
     def log(self, metrics: dict) -> None:
         elapsed = time.time() - self.start
@@ -235,6 +201,8 @@ class OnlineRun:
                  "remaining_time": hms(elapsed / done * (self.max_steps - self.step))}
         entry.update({k: round(float(v), 6) for k, v in metrics.items()})
         entry = {k: v for k, v in entry.items() if v is not None}
+        if not self.ranks.main:
+            return
         with (self.out / LOG_NAME).open("a") as f:
             f.write(json.dumps(entry) + "\n")
         shown = {k: entry[k] for k in ("reward", "kl", "loss") if entry.get(k) is not None}
@@ -243,22 +211,27 @@ class OnlineRun:
 
     # ---- checkpoints ------------------------------------------------------------------
     def save(self, target: Path) -> None:
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
-            self.model.save_pretrained(tmp)
-            for module in self.extra_modules.values():
-                module.save(tmp)
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "step": self.step, "state": self.state, "torch_rng": torch.get_rng_state(),
-                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp / "online_state.pt")
-        except (OSError, RuntimeError) as e:
-            if not is_write_error(e):
-                raise
-            raise saving_failed(e, str(tmp), str(self.out)) from None
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        """The checkpoint, written by the main process (every process's RNG states in it), then renamed."""
+        rng = self.ranks.gather_objects({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                                         "numpy_rng": np.random.get_state()})
+        if self.ranks.main:
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                tmp.mkdir(parents=True)
+                self.model.save_pretrained(tmp)
+                for module in self.extra_modules.values():
+                    module.save(tmp)
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "step": self.step, "state": self.state, "world_size": self.ranks.world,
+                            "rng": rng}, tmp / "online_state.pt")
+            except (OSError, RuntimeError) as e:
+                if not is_write_error(e):
+                    raise
+                raise saving_failed(e, str(tmp), str(self.out)) from None
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        self.ranks.barrier()
 
     def resume(self, checkpoint: Path) -> None:
         from safetensors.torch import load_file
@@ -276,47 +249,60 @@ class OnlineRun:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.step, self.state = saved["step"], saved["state"]
-        torch.set_rng_state(saved["torch_rng"])
-        random.setstate(saved["python_rng"])
-        np.random.set_state(saved["numpy_rng"])
-        kept = [e for e in read_log(str(self.out)) if e["current_steps"] <= self.step]
-        (self.out / LOG_NAME).write_text("".join(json.dumps(e) + "\n" for e in kept))
-        logger.warning("Resumed from %s at step %d.", checkpoint, self.step)
+        rng = saved["rng"][self.ranks.rank % len(saved["rng"])]
+        if saved["world_size"] != self.ranks.world:
+            logger.warning("%s was saved by %d processes, this run has %d: prompts and sampling continue "
+                           "exactly, other random draws (dropout) do not.", checkpoint, saved["world_size"],
+                           self.ranks.world)
+        torch.set_rng_state(rng["torch_rng"])
+        random.setstate(rng["python_rng"])
+        np.random.set_state(rng["numpy_rng"])
+        if self.ranks.main:
+            kept = [e for e in read_log(str(self.out)) if e["current_steps"] <= self.step]
+            (self.out / LOG_NAME).write_text("".join(json.dumps(e) + "\n" for e in kept))
+            logger.warning("Resumed from %s at step %d.", checkpoint, self.step)
 
     def last_checkpoint(self) -> Path | None:
         if self.cfg.finetuning.overwrite_output_dir:
-            for old in self.out.glob("checkpoint-*"):
-                shutil.rmtree(old, ignore_errors=True)
-            (self.out / LOG_NAME).unlink(missing_ok=True)
+            if self.ranks.main:
+                for old in self.out.glob("checkpoint-*"):
+                    shutil.rmtree(old, ignore_errors=True)
+                (self.out / LOG_NAME).unlink(missing_ok=True)
+            self.ranks.barrier()
             return None
         done = [p for p in self.out.glob("checkpoint-*") if (p / "online_state.pt").is_file()
                 and p.name.split("-")[-1].isdigit()]
         return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
 
     def train(self, rollout_and_learn, tokenizer) -> dict:
-        """Run `rollout_and_learn(batch) -> metrics` for every step, with checkpoints and logs; save the
-        final policy, value head and tokenizer, the results and (with `plot_loss`) the curves."""
+        """Run `rollout_and_learn(prompts, their dataset rows) -> metrics` for every step, with checkpoints
+        and logs; save the final policy, value head and tokenizer, the results and (with `plot_loss`) the
+        curves. Only the main process writes; a Stop on any process stops all at the same step."""
         checkpoint = self.last_checkpoint()
         if checkpoint:
             self.resume(checkpoint)
-        elif not self.step:
+        elif not self.step and self.ranks.main:
             (self.out / LOG_NAME).write_text("")
         self.start_step = self.step
         with StopSignal() as stop:
-            for batch in self.batches():
-                metrics = rollout_and_learn(batch)
+            for batch, indices in self.batches():
+                metrics = rollout_and_learn(batch, indices)
                 self.scheduler.step()
                 self.step += 1
                 if self.step % max(int(self.args.logging_steps), 1) == 0 or self.step == self.max_steps:
                     self.log(metrics)
+                stopping = bool(self.ranks.sum(torch.tensor(float(stop.requested))) > 0) and self.step < self.max_steps
                 saving = self.args.save_strategy != "no" and self.args.save_steps and \
                     self.step % int(self.args.save_steps) == 0
-                if saving or stop.requested and self.step < self.max_steps:
+                if saving or stopping:
                     self.save(self.out / f"checkpoint-{self.step}")
-                if stop.requested and self.step < self.max_steps:
+                if stopping:
                     logger.warning("Stopped at step %d of %d; checkpoint-%d is saved: run the same command "
                                    "again to resume.", self.step, self.max_steps, self.step)
                     return {"stopped_at_step": self.step}
+        if not self.ranks.main:
+            self.ranks.barrier()
+            return {"train_steps": self.step}
         self.model.save_pretrained(self.out)
         tokenizer.save_pretrained(self.out)
         for module in self.extra_modules.values():
@@ -328,4 +314,5 @@ class OnlineRun:
                    "final_reward": log[-1]["reward"] if log else None,
                    "initial_reward": log[0]["reward"] if log else None}
         (self.out / "all_results.json").write_text(json.dumps(results, indent=2))
+        self.ranks.barrier()
         return results

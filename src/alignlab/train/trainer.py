@@ -178,9 +178,23 @@ class MetricTrainer(AlignTrainer):
             total[1] += weight
 
     def log(self, logs: dict, *args, **kwargs) -> None:
+        """Every process's stored metrics summed (a key some process lacks counts there with weight 0),
+        so the logged values are those of the whole batch, as with one process."""
         split = "eval" if "eval_loss" in logs else "train"
         prefix = "eval_" if split == "eval" else ""
-        for key, (total, weight) in self._stored[split].items():
+        stored = self._stored[split]
+        if self.args.world_size > 1:
+            import torch.distributed as dist
+
+            every = [None] * self.args.world_size
+            dist.all_gather_object(every, stored)
+            stored = {}
+            for part in every:
+                for key, (total, weight) in part.items():
+                    summed = stored.setdefault(key, [0.0, 0.0])
+                    summed[0] += total
+                    summed[1] += weight
+        for key, (total, weight) in stored.items():
             if weight:
                 logs[prefix + key] = total / weight
         self._stored[split] = {}
