@@ -1,4 +1,5 @@
-"""The same training work with alignlab and with LLaMA-Factory 0.9.5, side by side, alternated.
+"""The same training work with alignlab and with a peer (LLaMA-Factory 0.9.5; TRL 1.16 for GRPO), side by
+side, alternated.
 
 Each row is one workload (one YAML both tools read unchanged: the same random-init tiny Qwen3 model,
 the demo data, LoRA or full, 1 epoch). The tools run it alternately (A/B/A/B, `--pairs` pairs), each
@@ -9,14 +10,19 @@ peak RSS, and the final `train_loss`. Equal final losses (relative difference <=
 was the same; a row whose losses disagree says so and its ratios are not counted. Ratios are
 peer / alignlab: above 1 means alignlab is faster.
 
+The GRPO row runs TRL's GRPOTrainer (bench/trl_grpo.py, in the TRL venv) on the same YAML: 8 prompts x 4
+completions per step, 16 new tokens, 20 steps, the same reward (bench/grpo_reward.py), LoRA, fp32. Sampling
+differs between the tools, so the losses cannot agree: the row compares the mean reward over the run
+instead (agreeing within 0.05 counts as the same work) and reports episodes (completions) per second.
+
 The peers live in their own virtual environments (scripts/peer_venvs.py builds them under the user
 cache folder, never in the repo); nothing here runs in `make test`.
 
     python bench/peers.py --quick                 # one pair per row, 800 rows: a smoke run
     python bench/peers.py --pairs 3 --append      # the table in bench/RESULTS.md
 
-Not measured here yet (issue 20): GRPO against TRL's GRPOTrainer, serving against `llamafactory-cli api`,
-start-up time to the first step, and the growth table.
+Not measured here yet (issue 20): serving against `llamafactory-cli api`, start-up time to the first step,
+and the growth table.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 LOSS_RTOL = 1e-4
+REWARD_ATOL = 0.05  # GRPO: mean rewards over the run this close are the same learning
 METRICS = ("wall_s", "cpu_s", "train_runtime", "samples_per_s", "peak_rss_mb", "train_loss")
 COMMON = {"do_train": True, "template": "qwen3_nothink", "cutoff_len": 256, "logging_steps": 10,
           "per_device_train_batch_size": 8, "num_train_epochs": 1, "lr_scheduler_type": "cosine",
@@ -49,7 +56,12 @@ WORKLOADS = {  # name -> (keys, rows of data in the full run)
              "pref_loss": "sigmoid", **LORA}, 1200),
     "rm": ({"stage": "rm", "dataset": "demo_pref", "learning_rate": 1e-3, **LORA}, 1200),
     "kto": ({"stage": "kto", "dataset": "demo_kto", "learning_rate": 5e-4, "pref_beta": 0.1, **LORA}, 1200),
+    "grpo": ({"stage": "grpo", "dataset": "demo_prompts", "learning_rate": 1e-3, "grpo_group_size": 4,
+              "max_new_tokens": 16, "max_steps": 20, "grpo_beta": 0.04, "ppo_cliprange": 0.2, "ppo_epochs": 1,
+              "ppo_buffer_size": 1, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "logging_steps": 1,
+              "reward_funcs": "grpo_reward:ascii_share", "lora_alpha": 32, **LORA}, 160),
 }
+PEER = {"grpo": "trl"}  # workload -> peer tool (default llamafactory)
 
 
 # Arithmetic (unit-tested in tests/unit/test_bench_peers.py).
@@ -68,10 +80,12 @@ def losses_agree(peer: float, ours: float, rtol: float = LOSS_RTOL) -> bool:
     return abs(peer - ours) <= rtol * max(abs(peer), abs(ours))
 
 
-def row_ratios(ours: dict, peer: dict) -> dict | None:
+def row_ratios(ours: dict, peer: dict, rewards: bool = False) -> dict | None:
     """The row's ratios from the two tools' summaries (times: peer/ours; throughput: ours/peer, so that
-    above 1 always means alignlab is faster); None when the final losses disagree (not the same work)."""
-    if not losses_agree(peer["train_loss"]["median"], ours["train_loss"]["median"]):
+    above 1 always means alignlab is faster); None when the final losses disagree (not the same work), or
+    for a GRPO row (`rewards`: `train_loss` holds the mean reward) when the rewards differ by > REWARD_ATOL."""
+    a, b = peer["train_loss"]["median"], ours["train_loss"]["median"]
+    if not (abs(a - b) <= REWARD_ATOL if rewards else losses_agree(a, b)):
         return None
     times = {k: ratio(peer[k]["median"], ours[k]["median"]) for k in ("wall_s", "cpu_s", "train_runtime")}
     return {**times, "samples_per_s": ratio(ours["samples_per_s"]["median"], peer["samples_per_s"]["median"])}
@@ -93,9 +107,27 @@ def measure(command: list[str], cwd: Path, env: dict) -> dict:
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def tool_commands(peer_python: Path) -> dict[str, list[str]]:
-    return {"alignlab": [str(ROOT / ".venv" / "bin" / "alignlab"), "train"],
-            "llamafactory": [str(peer_python.parent / "llamafactory-cli"), "train"]}
+def tool_commands(peer: str, peer_python: Path) -> dict[str, list[str]]:
+    ours = [str(ROOT / ".venv" / "bin" / "alignlab"), "train"]
+    if peer == "trl":
+        return {"alignlab": ours, "trl": [str(peer_python), str(ROOT / "bench" / "trl_grpo.py")]}
+    return {"alignlab": ours, "llamafactory": [str(peer_python.parent / "llamafactory-cli"), "train"]}
+
+
+def results_of(out: Path, keys: dict) -> dict:
+    """train_runtime, samples/s and final loss; for GRPO episodes/s and the mean logged reward."""
+    results = json.loads((out / "all_results.json").read_text())
+    if keys["stage"] != "grpo":
+        return {"train_runtime": results["train_runtime"], "samples_per_s": results["train_samples_per_second"],
+                "train_loss": results["train_loss"]}
+    episodes = results["train_steps"] * keys["per_device_train_batch_size"] * keys["grpo_group_size"]
+    if "mean_reward" in results:  # bench/trl_grpo.py
+        reward = results["mean_reward"]
+    else:
+        log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+        reward = statistics.fmean(e["reward"] for e in log if "reward" in e)
+    return {"train_runtime": results["train_runtime"], "samples_per_s": episodes / results["train_runtime"],
+            "train_loss": reward}
 
 
 def make_model(folder: Path) -> Path:
@@ -117,15 +149,16 @@ def run_once(tool: str, command: list[str], keys: dict, work: Path, n: int) -> d
 
     config.write_text(yaml.safe_dump({**keys, "output_dir": str(out)}, sort_keys=False))
     env = {**os.environ, "ALIGNLAB_CACHE": str(work / "alignlab-cache"), "HF_DATASETS_CACHE": str(work / "hf-cache"),
-           "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}
+           "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true",
+           "PYTHONPATH": str(ROOT / "bench")}  # grpo_reward for the GRPO row
     measured = measure([*command, str(config)], work, env)
-    results = json.loads((out / "all_results.json").read_text())
+    results = results_of(out, keys)
     shutil.rmtree(out, ignore_errors=True)
-    return {**measured, "train_runtime": results["train_runtime"],
-            "samples_per_s": results["train_samples_per_second"], "train_loss": results["train_loss"]}
+    return {**measured, **results}
 
 
 def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path, work: Path) -> dict:
+    """One workload, the two tools alternated; `commands`: alignlab's and the peer's."""
     keys, full_rows = WORKLOADS[name]
     keys = {**COMMON, **keys, "model_name_or_path": str(model), "dataset_dir": str(ROOT / "data"),
             "max_samples": rows or full_rows}
@@ -138,8 +171,9 @@ def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path
                   f"train_runtime {runs[tool][-1]['train_runtime']:.1f}s, loss {runs[tool][-1]['train_loss']:.6f}",
                   file=sys.stderr, flush=True)
     summaries = {tool: {m: summary([r[m] for r in done]) for m in METRICS} for tool, done in runs.items()}
-    return {"workload": name, "rows": keys["max_samples"], "pairs": pairs, "tools": summaries,
-            "ratios": row_ratios(summaries["alignlab"], summaries["llamafactory"])}
+    peer = next(tool for tool in commands if tool != "alignlab")
+    return {"workload": name, "rows": keys["max_samples"], "pairs": pairs, "tools": summaries, "peer": peer,
+            "ratios": row_ratios(summaries["alignlab"], summaries[peer], rewards=keys["stage"] == "grpo")}
 
 
 def _cell(s: dict, digits: int = 2) -> str:
@@ -147,31 +181,32 @@ def _cell(s: dict, digits: int = 2) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| workload | rows | tool | wall s | CPU s | train_runtime s | samples/s | peak RSS MB | final loss |",
+    lines = ["| workload | rows | tool | wall s | CPU s | train_runtime s | samples/s (GRPO: episodes/s) | peak RSS MB "
+             "| final loss (GRPO: mean reward) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for tool, s in r["tools"].items():
             lines.append(f"| {r['workload']} | {r['rows']} | {tool} | {_cell(s['wall_s'])} | {_cell(s['cpu_s'])} | "
                          f"{_cell(s['train_runtime'])} | {_cell(s['samples_per_s'], 1)} | "
                          f"{s['peak_rss_mb']['median']:.0f} | {s['train_loss']['median']:.6f} |")
-    lines += ["", "| LLaMA-Factory / alignlab (> 1: alignlab faster) | wall | CPU | train_runtime | samples/s |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| peer / alignlab (> 1: alignlab faster) | peer | wall | CPU | train_runtime | samples/s |",
+              "|---|---|---|---|---|---|"]
     for r in results:
         q = r["ratios"]
-        lines.append(f"| {r['workload']} | " + (" | ".join(f"{q[k]:.2f}×" for k in ("wall_s", "cpu_s", "train_runtime",
-                                                                                    "samples_per_s"))
-                                                 if q else "losses disagree: not counted | | |") + " |")
+        lines.append(f"| {r['workload']} | {r.get('peer', 'llamafactory')} | "
+                     + (" | ".join(f"{q[k]:.2f}×" for k in ("wall_s", "cpu_s", "train_runtime", "samples_per_s"))
+                        if q else "losses disagree: not counted | | |") + " |")
     return "\n".join(lines)
 
 
-def versions(peer_python: Path) -> str:
+def versions(peers: dict[str, Path]) -> str:
     def of(python, packages: tuple[str, ...]) -> str:
         code = f"import importlib.metadata as m; print(' '.join(p + ' ' + m.version(p) for p in {packages!r}))"
         return subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.strip()
 
-    ours = of(sys.executable, ("alignlab", "torch", "transformers", "peft"))
-    peer = of(peer_python, ("llamafactory", "torch", "transformers", "peft"))
-    return f"alignlab venv: {ours}; LLaMA-Factory venv: {peer}"
+    parts = [f"alignlab venv: {of(sys.executable, ('alignlab', 'torch', 'transformers', 'peft'))}"]
+    parts += [f"{name} venv: {of(python, (name, 'torch', 'transformers', 'peft'))}" for name, python in peers.items()]
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,21 +219,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import peer_venvs
 
-    peer_python = peer_venvs.build("llamafactory")
+    names = args.workloads.split(",")
+    peers = {peer: peer_venvs.build(peer) for peer in sorted({PEER.get(name, "llamafactory") for name in names})}
     pairs, rows = (1, args.rows or 800) if args.quick else (args.pairs, args.rows)
     results = []
     with tempfile.TemporaryDirectory(prefix="alignlab-peers-") as tmp:
         work = Path(tmp)
         model = make_model(work / "model")
-        commands = tool_commands(peer_python)
-        for name in args.workloads.split(","):
-            results.append(run_row(name, pairs, rows, commands, model, work))
+        for name in names:
+            peer = PEER.get(name, "llamafactory")
+            rows_of = min(rows, WORKLOADS[name][1]) if rows else None  # GRPO needs 160 prompts, not more
+            results.append(run_row(name, pairs, rows_of, tool_commands(peer, peers[peer]), model, work))
     text = table(results)
     print(text)
     if args.append:
         command = "python bench/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write(f"\n`{command}` ({time.strftime('%Y-%m-%d')}, cpu; {versions(peer_python)})\n\n{text}\n")
+            f.write(f"\n`{command}` ({time.strftime('%Y-%m-%d')}, cpu; {versions(peers)})\n\n{text}\n")
     return 0
 
 

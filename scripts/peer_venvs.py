@@ -29,7 +29,7 @@ from pathlib import Path
 TORCH = "torch==2.13.0"
 PEERS = {
     "llamafactory": ["llamafactory==0.9.5"],
-    "trl": ["trl==1.16.*"],
+    "trl": ["trl==1.16.*", "peft==0.21.2"],  # the peft of alignlab's venv: the same LoRA layers
 }
 
 

@@ -233,3 +233,28 @@ def test_full_reward_model_source_scores_like_the_reward_model(base_model_dir, t
     assert torch.allclose(score, expected, atol=1e-5)
     run_train(cfg)  # and it drives a GRPO step end to end
     assert len(rewards_of(tmp_path / "grpo")) == 2
+
+
+def test_on_policy_grpo_without_the_old_logprob_pass_learns_the_same(base_model_dir, tmp_path, monkeypatch):
+    """ppo_epochs 1 in one mini-batch skips the separate log-prob pass before learning (the update's own
+    log-probs, detached, stand in): the logs and the adapter equal a run that makes the pass."""
+    from safetensors.torch import load_file
+
+    from alignlab.train import grpo
+
+    keys = {"max_steps": 3, "reward_funcs": "tests.integration.toy_rewards:ascii_share", "learning_rate": 1e-2,
+            "grpo_group_size": 2,
+            "per_device_train_batch_size": 4, "ppo_epochs": 1, "ppo_buffer_size": 1, "max_new_tokens": 12}
+    runs, real = {}, grpo.response_logps
+    for name, skip in (("skip", True), ("pass", False)):
+        calls = []
+        monkeypatch.setattr(grpo, "on_policy", lambda f, estimator, skip=skip: skip)
+        monkeypatch.setattr(grpo, "response_logps", lambda *a, calls=calls, **k: calls.append(1) or real(*a, **k))
+        run_train(load_config(rl_args(base_model_dir, tmp_path / name, "grpo", **keys), with_training=True))
+        runs[name] = (logged(tmp_path / name), load_file(tmp_path / name / "adapter_model.safetensors"), len(calls))
+    assert runs["skip"][2] == 3 and runs["pass"][2] == 6  # the reference pass each step; + the old pass
+    for skipped, passed in zip(runs["skip"][0], runs["pass"][0], strict=True):
+        assert skipped == pytest.approx(passed, abs=1e-6)
+    assert any(t.abs().max() > 1e-4 for k, t in runs["pass"][1].items() if "lora_B" in k)  # it learned
+    for key, tensor in runs["pass"][1].items():
+        torch.testing.assert_close(runs["skip"][1][key], tensor, rtol=0, atol=1e-6, msg=key)

@@ -43,6 +43,7 @@ def test_kill_and_resume_finishes_identically(base_model_dir, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow  # the dpo test below runs the same 2-process Trainer path in the default tier (losses and metrics)
 def test_two_process_ddp_matches_one_process_double_batch(base_model_dir, tmp_path):
     args = dict(finetuning_type="full", learning_rate=1e-3, max_steps=6, max_samples=96, disable_shuffling="true",
                 dataloader_drop_last="true")

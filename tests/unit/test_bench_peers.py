@@ -37,4 +37,13 @@ def test_a_row_whose_losses_disagree_is_not_counted():
     assert peers.row_ratios(ours, tool([20], [40], [6], [150], [1.50001])) is not None  # 6.7e-6 relative
     assert peers.row_ratios(ours, tool([20], [40], [6], [150], [1.51])) is None
     text = peers.table([{"workload": "dpo", "rows": 8, "pairs": 1, "tools": {"alignlab": ours}, "ratios": None}])
-    assert "| dpo | losses disagree: not counted" in text
+    assert "| dpo | llamafactory | losses disagree: not counted" in text
+
+
+def test_a_grpo_row_counts_when_the_mean_rewards_agree_within_the_tolerance():
+    """GRPO samples differently in each tool: its `train_loss` slot holds the mean reward over the run, and
+    the row counts when the tools' medians are within REWARD_ATOL (0.05) of each other."""
+    ours = tool([10], [20], [5], [120], [0.46])
+    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50]), rewards=True)["samples_per_s"] == 120 / 75
+    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.52]), rewards=True) is None
+    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50])) is None  # as a loss: not the same

@@ -39,17 +39,28 @@ ADVANTAGES = {
 }
 
 
+def on_policy(f, estimator: str) -> bool:
+    """One pass in one mini-batch: the update's own log-probs are the rollout's, so the separate pass that
+    computes them before learning is skipped (reinforce_pp needs them for its rewards)."""
+    return f.ppo_epochs == 1 and f.ppo_buffer_size == 1 and estimator != "reinforce_pp"
+
+
 def grpo_step(parts: OnlineParts, estimator: str, batch: list[dict], indices: list[int]) -> dict:
     """Rollout groups, score, advantages by the estimator, then `ppo_epochs` passes of clipped updates
-    (each mini-batch drawn from the step's samples on all processes; see OnlineRun.optimizer_step)."""
+    (each mini-batch drawn from the step's samples on all processes; see OnlineRun.optimizer_step).
+    No reference pass with `grpo_beta: 0`; no old log-prob pass when on-policy."""
     f, online, device = parts.finetuning, parts.online, parts.device
     rollout, scores, every, clock = sample_and_score(parts, batch, indices, f.grpo_group_size)
     mask = rollout.response_mask
+    old_logps = ref_logps = None
     with torch.no_grad():
-        old_logps = response_logps(parts.model, rollout)
-        with reference_of(parts.model, parts.reference) as ref:
-            ref_logps = response_logps(ref, rollout)
-    advantages, kl_weight = ADVANTAGES[estimator](scores, old_logps, ref_logps, mask, f, online.ranks.sum)
+        if not on_policy(f, estimator):
+            old_logps = response_logps(parts.model, rollout)
+        if f.grpo_beta:
+            with reference_of(parts.model, parts.reference) as ref:
+                ref_logps = response_logps(ref, rollout)
+    advantages, kl_weight = ADVANTAGES[estimator](scores, old_logps, old_logps if ref_logps is None else ref_logps,
+                                                  mask, f, online.ranks.sum)
     total, local = online.samples(len(scores))
     lengths = online.ranks.gather(mask.sum(-1))
     totals = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0}
@@ -58,8 +69,11 @@ def grpo_step(parts: OnlineParts, estimator: str, batch: list[dict], indices: li
     for epoch in range(f.ppo_epochs):
         for idx, chunk in minibatches(total, f.ppo_buffer_size, online.order_seed(epoch), local, device):
             logps = policy_outputs(parts.model, rollout, idx)
-            loss, metrics = grpo_loss(logps, old_logps[idx], ref_logps[idx], advantages[idx], mask[idx],
-                                      f.ppo_cliprange, kl_weight, sequences=len(chunk), tokens=lengths[chunk].sum())
+            old = logps.detach() if old_logps is None else old_logps[idx]
+            ref = logps.detach() if ref_logps is None else ref_logps[idx]  # beta 0: no KL term, kl logged 0
+            loss, metrics = grpo_loss(logps, old, ref, advantages[idx],
+                                      mask[idx], f.ppo_cliprange, kl_weight, sequences=len(chunk),
+                                      tokens=lengths[chunk].sum())
             step = online.optimizer_step(loss, parts.params, metrics)
             for key in totals:
                 totals[key] += step[key]

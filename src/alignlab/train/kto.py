@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..data import FeedbackCollator
 from .losses import kto_loss, sequence_logps
 from .reference import precompute, reference_of, reference_trainer
@@ -16,10 +18,19 @@ class KTOTrainer(MetricTrainer):
 
     @staticmethod
     def answer_logps(model, batch):
-        """(answer, KL) sequence log-probs and per-token means from one forward over the 2B rows."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps, valid = sequence_logps(logits, batch["labels"])
-        return logps.chunk(2), (logps / valid.clamp(min=1)).chunk(2)
+        """(answer, KL) sequence log-probs and the answers' per-token means. The batch holds B answer rows
+        then B mismatched (KL) rows; the KL rows go through a forward without gradient of their own: the
+        loss uses their log-probs detached, so a shared forward would only double the backward pass."""
+        half = len(batch["input_ids"]) // 2
+
+        def logps_of(rows: slice):
+            logits = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]).logits
+            return sequence_logps(logits, batch["labels"][rows])
+
+        logps, valid = logps_of(slice(0, half))
+        with torch.no_grad():
+            kl_logps, _ = logps_of(slice(half, None))
+        return (logps, kl_logps), (logps / valid.clamp(min=1), None)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         (logps, kl_logps), (means, _) = self.answer_logps(model, inputs)

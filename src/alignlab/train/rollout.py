@@ -103,18 +103,19 @@ class Rollout:
 
 
 def response_logps(model, rollout: Rollout, sequences=None, with_hidden: bool = False):
-    """Log-probs of the response tokens (N, R) (+ entropy and last hidden states when asked)."""
+    """Log-probs of the response tokens (N, R) (+ entropy and last hidden states when asked). Logits are
+    computed for the response positions only (`logits_to_keep`), and log-softmax is never materialised."""
     sequences = rollout.sequences if sequences is None else sequences
-    out = model(input_ids=sequences, attention_mask=rollout.attention_mask, position_ids=rollout.position_ids,
-                output_hidden_states=with_hidden)
     p = rollout.prompt_len
-    logits = out.logits[:, p - 1:-1].float()
-    targets = sequences[:, p:]
-    logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(2)).squeeze(2)
+    out = model(input_ids=sequences, attention_mask=rollout.attention_mask, position_ids=rollout.position_ids,
+                output_hidden_states=with_hidden, logits_to_keep=sequences.shape[1] - p + 1)
+    logits = out.logits[:, :-1].float()  # the positions p-1 .. end-1 predict the response tokens
+    norm = logits.logsumexp(-1)
+    logps = torch.gather(logits, 2, sequences[:, p:].unsqueeze(2)).squeeze(2) - norm
     if not with_hidden:
         return logps
-    probs = logits.softmax(-1)
-    entropy = -(probs * logits.log_softmax(-1)).sum(-1)
+    log_probs = logits - norm.unsqueeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
     return logps, entropy, out.hidden_states[-1][:, p - 1:-1]
 
 
