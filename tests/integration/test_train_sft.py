@@ -141,3 +141,37 @@ def test_llamafactory_lora_sft_yaml_runs_unchanged(base_model_dir, tmp_path):
         f"output_dir={out}", "max_steps=2")
     assert (out / "adapter_model.safetensors").exists()
     assert len(read_jsonl(out / "trainer_log.jsonl")) >= 1
+
+
+def test_sft_loss_over_labelled_positions_equals_the_models_own_loss(tmp_path):
+    """SFTTrainer computes the LM head only where the next token is labelled: the loss and every gradient
+    equal those of the model's own loss over full logits, with and without `num_items_in_batch`."""
+    import torch
+    from transformers import TrainingArguments
+
+    from alignlab.train.sft import SFTTrainer
+    from tests.conftest import tiny_model
+
+    model = tiny_model()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = SFTTrainer(model=model, args=args)
+    torch.manual_seed(0)
+    ids = torch.randint(3, 1000, (3, 12))
+    labels = ids.clone()
+    labels[:, :5] = -100  # the prompt
+    labels[1, 9:] = -100  # padding
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    for items in (None, torch.tensor(40)):
+        model.zero_grad()
+        ours = trainer.compute_loss(model, dict(inputs), num_items_in_batch=items)
+        ours.backward()
+        mine = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        theirs = model(**inputs, **({} if items is None else {"num_items_in_batch": items})).loss
+        theirs.backward()
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(mine[name], param.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert isinstance(model.lm_head, torch.nn.Linear)  # the head is put back

@@ -23,9 +23,11 @@ class KTOTrainer(MetricTrainer):
         loss uses their log-probs detached, so a shared forward would only double the backward pass."""
         half = len(batch["input_ids"]) // 2
 
-        def logps_of(rows: slice):
-            logits = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]).logits
-            return sequence_logps(logits, batch["labels"][rows])
+        def logps_of(rows: slice):  # each half cut to its own longest row (the collator pads on the right)
+            mask = batch["attention_mask"][rows]
+            width = int(mask.sum(-1).max())
+            logits = model(input_ids=batch["input_ids"][rows, :width], attention_mask=mask[:, :width]).logits
+            return sequence_logps(logits, batch["labels"][rows, :width])
 
         logps, valid = logps_of(slice(0, half))
         with torch.no_grad():

@@ -45,13 +45,17 @@ def reference_of(policy, reference):
 
 
 def precompute(trainer, dataset, compute, columns: tuple[str, ...], batch_size: int):
-    """Run `compute(ref_model, batch) -> tuple of 1-D tensors` over the data once, in order, and add
-    the results as dataset columns."""
+    """Run `compute(ref_model, batch) -> tuple of 1-D tensors` over the data once (batched by length)
+    and add the results as dataset columns, each value in its row."""
     from torch.utils.data import DataLoader
 
     if dataset is None:
         return None
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=trainer.data_collator)
+    # Rows in order of length, so a batch pads little; the values go back to each row's place.
+    ids = [c for c in dataset.column_names if c.endswith("input_ids")]
+    lengths = [sum(len(row[c]) for c in ids) for row in dataset.select_columns(ids)]
+    order = sorted(range(len(dataset)), key=lengths.__getitem__)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=trainer.data_collator)
     values: list[list[float]] = [[] for _ in columns]
     model = trainer.model
     was_training = model.training
@@ -63,6 +67,11 @@ def precompute(trainer, dataset, compute, columns: tuple[str, ...], batch_size: 
             for store, tensor in zip(values, compute(ref, batch)):
                 store.extend(tensor.float().cpu().tolist())
     model.train(was_training)
+    for n, column in enumerate(values):
+        placed = [0.0] * len(order)
+        for row, value in zip(order, column):
+            placed[row] = value
+        values[n] = placed
     for name, column in zip(columns, values):
         if name in dataset.column_names:
             dataset = dataset.remove_columns(name)
