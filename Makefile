@@ -40,10 +40,12 @@ test-slow: install
 demo: install
 	$(PY) scripts/demo.py
 
-# alignlab against LLaMA-Factory 0.9.5 on the same YAML (peer venv under ~/.cache/alignlab-peers, built on first
-# use), 3 alternated pairs per workload; appends the table to bench/RESULTS.md. Not part of `make test`.
+# alignlab against LLaMA-Factory 0.9.5 (and TRL 1.16 for GRPO) on the same YAML, then serving against
+# `llamafactory-cli api` (peer venvs under ~/.cache/alignlab-peers, built on first use), 3 alternated pairs per
+# workload; appends the tables to bench/RESULTS.md. Not part of `make test`.
 bench-peers: install
 	$(PY) bench/peers.py --pairs 3 --append
+	$(PY) bench/serve_peers.py --pairs 3 --append
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts bench
