@@ -47,3 +47,21 @@ def test_a_grpo_row_counts_when_the_mean_rewards_agree_within_the_tolerance():
     assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50]), rewards=True)["samples_per_s"] == 120 / 75
     assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.52]), rewards=True) is None
     assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50])) is None  # as a loss: not the same
+
+
+def test_serving_rows_take_each_tools_median_and_divide_ours_by_the_peers():
+    spec = importlib.util.spec_from_file_location("bench_serve_peers", ROOT / "bench" / "serve_peers.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+
+    def run(rps_1, rps_16):
+        return [{"concurrency": c, "requests_per_s": r, "latency_p50_ms": 1000 / r, "output_tokens_per_s": 32 * r,
+                 "errors": 0} for c, r in ((1, rps_1), (16, rps_16))]
+
+    rows = serve.summarise({"alignlab": [run(20, 120), run(22, 150), run(21, 140)],
+                            "llamafactory": [run(19, 25), run(20, 24), run(18, 20)]})
+    assert [r["concurrency"] for r in rows] == [1, 16]
+    assert rows[1]["alignlab"]["rps"] == 140 and rows[1]["llamafactory"]["rps"] == 24
+    assert rows[1]["ratio"] == pytest.approx(140 / 24) and rows[0]["ratio"] == pytest.approx(21 / 19)
+    assert rows[1]["alignlab"]["tokens"] == pytest.approx(32)
+    assert "| 16 | 140.00 (120.00–150.00) | 24.00 (20.00–25.00) | 5.83× |" in serve.table(rows)
