@@ -21,8 +21,9 @@ cache folder, never in the repo); nothing here runs in `make test`.
     python bench/peers.py --quick                 # one pair per row, 800 rows: a smoke run
     python bench/peers.py --pairs 3 --append      # the table in bench/RESULTS.md
 
-Not measured here yet (issue 20): serving against `llamafactory-cli api`, start-up time to the first step,
-and the growth table.
+The `startup` row is the whole process of a 1-step SFT LoRA run with warm data caches: imports, config, cached
+data, model and adapter, one step and saving, i.e. the fixed cost each tool adds to every run. Serving is
+bench/serve_peers.py. Not measured here yet (issue 20): the growth table.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ COMMON = {"do_train": True, "template": "qwen3_nothink", "cutoff_len": 256, "log
 LORA = {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 16}
 WORKLOADS = {  # name -> (keys, rows of data in the full run)
     "sft_lora": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, **LORA}, 4000),
+    # start-up: the whole process of a 1-step SFT LoRA run after sft_lora warmed the data caches (imports,
+    # config, cached data, model and adapter, one step, saving): the fixed cost each tool adds to every run
+    "startup": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "max_steps": 1, "logging_steps": 1,
+                 **LORA}, 4000),
     "sft_full": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "finetuning_type": "full"}, 4000),
     "dpo": ({"stage": "dpo", "dataset": "demo_pref", "learning_rate": 5e-4, "pref_beta": 0.1,
              "pref_loss": "sigmoid", **LORA}, 1200),
@@ -163,6 +168,9 @@ def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path
     keys = {**COMMON, **keys, "model_name_or_path": str(model), "dataset_dir": str(ROOT / "data"),
             "max_samples": rows or full_rows}
     runs: dict[str, list[dict]] = {tool: [] for tool in commands}
+    if name == "startup":  # one unmeasured run per tool first: every measured run finds its caches warm
+        for tool in commands:
+            run_once(tool, commands[tool], keys, work, -1)
     for n in range(pairs):  # alternated, and the order flips every pair: A B, B A, ...
         order = list(commands) if n % 2 == 0 else list(commands)[::-1]
         for tool in order:
