@@ -32,7 +32,7 @@ from ..errors import UserError
 from .callbacks import LOG_NAME, StopSignal, hms, read_log
 from .plots import plot_metrics
 from .ranks import Ranks
-from .rollout import _M32, generate_rollout, generation_kwargs, mix32, sample_keys
+from .rollout import MASK32, generate_rollout, generation_kwargs, mix32, sample_keys
 from .trainer import is_write_error, saving_failed
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class OnlineRun:
 
     def order_seed(self, epoch: int) -> int:
         """The seed of the mini-batch order of this step's `epoch`-th pass (the same on every process)."""
-        return int(mix32(torch.tensor((self.args.seed * 1_000_003 + self.step * 7919 + epoch) & _M32)))
+        return int(mix32(torch.tensor((self.args.seed * 1_000_003 + self.step * 7919 + epoch) & MASK32)))
 
     def optimizer_step(self, loss: torch.Tensor, params, metrics: dict | None = None) -> dict[str, float]:
         """Backward this process's share of a mini-batch's loss, sum gradients and metric shares over the

@@ -16,12 +16,12 @@ import torch
 
 from ..data.collate import pad_rows
 
-_M32 = 0xFFFFFFFF
+MASK32 = 0xFFFFFFFF
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
     """(x * c) mod 2^32 for 0 <= x < 2^32 without int64 overflow (the product is split in halves)."""
-    return ((((x >> 16) * c) & _M32) << 16) + (x & 0xFFFF) * c & _M32
+    return ((((x >> 16) * c) & MASK32) << 16) + (x & 0xFFFF) * c & MASK32
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -36,8 +36,8 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
 def sample_keys(seed: int, step: int, indices, num_samples: int, device) -> torch.Tensor:
     """One key per completion (prompt-major): a hash of the seed, the step, the prompt's row in the
     dataset and the sample number; the noise of every sampled token derives from it."""
-    rows = torch.as_tensor(indices, dtype=torch.int64, device=device) & _M32
-    base = mix32(mix32(mix32(torch.tensor(seed & _M32, device=device)) ^ (step & _M32)) ^ rows)
+    rows = torch.as_tensor(indices, dtype=torch.int64, device=device) & MASK32
+    base = mix32(mix32(mix32(torch.tensor(seed & MASK32, device=device)) ^ (step & MASK32)) ^ rows)
     samples = mix32(torch.arange(1, num_samples + 1, device=device))
     return mix32(base.repeat_interleave(num_samples) ^ samples.repeat(len(rows)))
 
