@@ -98,6 +98,7 @@ class AlignTrainer(Trainer):
     def __init__(self, *args, finetuning_args=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.finetuning_args = finetuning_args
+        self._guarded = None  # the trainable parameters the non-finite guard checks, listed at the first step
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -114,7 +115,7 @@ class AlignTrainer(Trainer):
         """Forward and backward as usual, then refuse to continue when the loss or any gradient is
         NaN/inf: the optimiser step has not run yet, so weights and checkpoints stay finite."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if getattr(self, "_guarded", None) is None:  # walking every module each step costs ~2% of a tiny step
+        if self._guarded is None:  # walking every module each step costs ~2% of a tiny step
             self._guarded = [p for p in model.parameters() if p.requires_grad]
         grads = [p.grad for p in self._guarded if p.grad is not None]
         what = None
