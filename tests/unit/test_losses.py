@@ -312,3 +312,44 @@ def test_whiten_with_a_reduce_uses_the_whole_batch_statistics():
         return tensor + ((x[1] - mean) ** 2 * mask[1]).sum()
 
     assert torch.allclose(whiten(x[:1], mask[:1], reduce=reduce), whole[:1], atol=1e-6)
+
+
+def test_sequence_logps_of_labelled_only_logits_equal_the_full_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5)
+    labels = t([[-100, -100, 3, 1, 4, -100], [-100, 2, 0, -100, -100, -100]])
+    keep = labels[:, 1:] != -100
+    labelled = logits[:, :-1][keep]  # (N, V) as trainer.labelled_logits yields them
+    for kwargs in ({}, {"average": True}, {"ld_alpha": 0.5, "public_len": t([1, 2])}):
+        full, valid = sequence_logps(logits, labels, **kwargs)
+        part, valid_part = sequence_logps(labelled, labels, **kwargs)
+        assert torch.allclose(full, part, atol=1e-6) and torch.equal(valid, valid_part)
+
+
+def test_labelled_logits_keep_logps_and_gradients_of_plain_and_peft_models():
+    from peft import LoraConfig, get_peft_model
+
+    from alignlab.train.trainer import labelled_logits
+    from tests.conftest import tiny_model
+
+    ids = torch.randint(3, 100, (2, 7), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, :3] = -100
+    labels[1, :5] = -100
+    labels[1, 6:] = -100
+    for model in (tiny_model(seed=0), get_peft_model(tiny_model(seed=0), LoraConfig(target_modules=["q_proj"]))):
+        grads = []
+        for swap in (False, True):
+            model.zero_grad()
+            if swap:
+                with labelled_logits(model, labels):
+                    logits = model(input_ids=ids).logits
+                assert logits.dim() == 2 and logits.shape[0] == int((labels[:, 1:] != -100).sum())
+            else:
+                logits = model(input_ids=ids).logits
+            logps, _ = sequence_logps(logits, labels)
+            logps.sum().backward()
+            grads.append((logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(grads[0][1], grads[1][1]))  # float rounding only
+        assert model(input_ids=ids).logits.dim() == 3  # the head is back after the block

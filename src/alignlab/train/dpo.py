@@ -16,9 +16,9 @@ import torch
 from ..config.stages import PREFERENCE_LOSSES
 from ..data import PairwiseCollator
 from . import losses
-from .losses import sequence_logps
+from .losses import per_position, sequence_logps
 from .reference import precompute, reference_of, reference_trainer
-from .trainer import MetricTrainer, fit
+from .trainer import MetricTrainer, fit, labelled_logits
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class PreferenceTrainer(MetricTrainer):
     def pair_logps(self, model, batch):
         """(chosen, rejected) sequence log-probs, their per-token means, and the mean logit of the chosen
         and of the rejected answers, from one forward pass over the 2B rows."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
+        with labelled_logits(model, labels):  # (N, V): the head runs on answer positions only
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         ld_alpha = self.finetuning_args.ld_alpha
         public_len = None
         if ld_alpha is not None:
@@ -45,8 +46,9 @@ class PreferenceTrainer(MetricTrainer):
             public_len = torch.minimum(*valid.chunk(2)).repeat(2)
         logps, valid = sequence_logps(logits, labels, average=False, ld_alpha=ld_alpha, public_len=public_len)
         means = logps / valid.clamp(min=1)
-        answer = (labels[:, 1:] != losses.IGNORE_INDEX).float()  # each answer's mean logit, then the mean over answers:
-        per_row = (logits.detach()[:, :-1].float().mean(-1) * answer).sum(-1) / answer.sum(-1).clamp(min=1)
+        answer = labels[:, 1:] != losses.IGNORE_INDEX  # each answer's mean logit, then the mean over answers:
+        mean_logit = per_position(logits.detach(), answer, lambda x, _: x.float().mean(-1, keepdim=True), labels[:, 1:])
+        per_row = mean_logit.sum(-1) / answer.sum(-1).clamp(min=1)
         chosen_logits, rejected_logits = per_row.chunk(2)  # padding and batch make-up change nothing
         return logps.chunk(2), means.chunk(2), (chosen_logits.mean(), rejected_logits.mean())
 

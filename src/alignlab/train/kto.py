@@ -8,7 +8,7 @@ import torch
 from ..data import FeedbackCollator
 from .losses import kto_loss, sequence_logps
 from .reference import precompute, reference_of, reference_trainer
-from .trainer import MetricTrainer, fit
+from .trainer import MetricTrainer, fit, labelled_logits
 
 
 class KTOTrainer(MetricTrainer):
@@ -26,8 +26,10 @@ class KTOTrainer(MetricTrainer):
         def logps_of(rows: slice):  # each half cut to its own longest row (the collator pads on the right)
             mask = batch["attention_mask"][rows]
             width = int(mask.sum(-1).max())
-            logits = model(input_ids=batch["input_ids"][rows, :width], attention_mask=mask[:, :width]).logits
-            return sequence_logps(logits, batch["labels"][rows, :width])
+            labels = batch["labels"][rows, :width]
+            with labelled_logits(model, labels):  # (N, V): the head runs on answer positions only
+                logits = model(input_ids=batch["input_ids"][rows, :width], attention_mask=mask[:, :width]).logits
+            return sequence_logps(logits, labels)
 
         logps, valid = logps_of(slice(0, half))
         with torch.no_grad():

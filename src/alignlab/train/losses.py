@@ -12,18 +12,28 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def per_position(logits: torch.Tensor, mask: torch.Tensor, fn, labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) values of `fn(logits, labels[..., None])[..., 0]` at the next-token positions, 0 where
+    `mask` (the labelled ones) is False; `logits` are (B, T, V) or (N, V) for the masked positions only."""
+    safe = labels.masked_fill(~mask, 0).unsqueeze(-1)
+    if logits.dim() == 2:
+        values = fn(logits, safe[mask]).squeeze(-1)
+        return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+    return fn(logits[:, :-1], safe).squeeze(-1)
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False,
                    ld_alpha: float | None = None, public_len: torch.Tensor | None = None):
     """Per-row log-probability of the labelled tokens (next-token shifted).
 
-    Returns (logps, valid_len). `average` divides by the number of labelled tokens. With `ld_alpha`
-    (LD-DPO) tokens beyond `public_len` (the shorter answer of the pair) count with weight ld_alpha.
+    `logits` are (B, T, V), or (N, V) for only the N positions whose next token is labelled (row-major:
+    `trainer.labelled_logits`). Returns (logps, valid_len). `average` divides by the number of labelled
+    tokens. With `ld_alpha` (LD-DPO) tokens beyond `public_len` (the shorter answer of the pair) count
+    with weight ld_alpha.
     """
     labels = labels[:, 1:]
-    logits = logits[:, :-1]
     mask = labels != IGNORE_INDEX
-    safe = labels.masked_fill(~mask, 0)
-    token_logps = torch.gather(logits.float().log_softmax(-1), 2, safe.unsqueeze(2)).squeeze(2)
+    token_logps = per_position(logits, mask, lambda x, i: torch.gather(x.float().log_softmax(-1), -1, i), labels)
     weights = mask.float()
     if ld_alpha is not None and public_len is not None:
         position = mask.cumsum(-1)  # 1-based index of each answer token

@@ -11,7 +11,7 @@ from ..data import IGNORE_INDEX, SupervisedCollator
 from ..model.adapter import init_adapter
 from ..model.loader import load_model
 from .callbacks import LogCallback
-from .trainer import AlignTrainer, fit, trainer_args
+from .trainer import AlignTrainer, causal_lm, fit, labelled_logits, trainer_args
 
 logger = logging.getLogger(__name__)
 
@@ -28,38 +28,19 @@ def _argmax_logits(logits, labels):
     return logits.argmax(dim=-1)
 
 
-class LabelledHead(torch.nn.Module):
-    """The LM head on the positions that predict a labelled token only: (B, T, H) -> (N, V) for the N
-    positions whose next token is labelled. Prompt and padding positions never reach the head (on the
-    tiny model 14% of a forward's multiply-adds are the head; on Qwen3-0.6B about a quarter)."""
-
-    def __init__(self, head, keep: torch.Tensor):
-        super().__init__()
-        self.head, self.keep = head, keep
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden[:, :-1][self.keep])
-
-
 class SFTTrainer(AlignTrainer):
-    """The causal-LM loss over labelled tokens, with the head computed where a label is (LabelledHead):
+    """The causal-LM loss over labelled tokens, with the head computed where a label is (`labelled_logits`):
     the same sum of token cross-entropies over `num_items_in_batch` as the model's own loss. Evaluation
     that needs the logits (accuracy) and label smoothing take the Trainer's own path."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        causal = self.accelerator.unwrap_model(model)
-        causal = causal.get_base_model() if hasattr(causal, "get_base_model") else causal
-        if return_outputs or self.label_smoother is not None or not isinstance(getattr(causal, "lm_head", None),
-                                                                                  torch.nn.Module):
+        if return_outputs or self.label_smoother is not None or not isinstance(
+                getattr(causal_lm(model), "lm_head", None), torch.nn.Module):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         targets = inputs["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
-        head = causal.lm_head
-        causal.lm_head = LabelledHead(head, keep)
-        try:
+        with labelled_logits(model, inputs["labels"]):
             logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-        finally:
-            causal.lm_head = head
         loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
         if num_items_in_batch is None or not self.model_accepts_loss_kwargs:  # the Trainer divides by accumulation
             return loss / keep.sum().clamp(min=1)

@@ -6,11 +6,50 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from contextlib import contextmanager
 
 import torch
 from transformers import Trainer
 
 from ..errors import UserError
+from .losses import IGNORE_INDEX
+
+
+class LabelledHead(torch.nn.Module):
+    """The LM head on the positions that predict a labelled token only: (B, T, H) -> (N, V) for the N
+    positions whose next token is labelled. Prompt and padding positions never reach the head (on the
+    tiny model 14% of a forward's multiply-adds are the head; on Qwen3-0.6B about a quarter)."""
+
+    def __init__(self, head, keep: torch.Tensor):
+        super().__init__()
+        self.head, self.keep = head, keep
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden[:, :-1][self.keep])
+
+
+def causal_lm(model):
+    """The causal LM inside DDP and PEFT wrappers (the module that owns `lm_head`)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def labelled_logits(model, labels: torch.Tensor):
+    """Within, `model`'s forward returns logits (N, V) for the N positions whose next token is labelled
+    (row-major, as `labels[:, 1:] != IGNORE_INDEX` selects them) instead of (B, T, V); a model without an
+    `lm_head` module is left as it is (its logits stay (B, T, V): the losses accept both)."""
+    causal = causal_lm(model)
+    head = getattr(causal, "lm_head", None)
+    if not isinstance(head, torch.nn.Module):
+        yield
+        return
+    causal.lm_head = LabelledHead(head, labels[:, 1:] != IGNORE_INDEX)
+    try:
+        yield
+    finally:
+        causal.lm_head = head
 
 
 def trainer_args(training):
