@@ -23,7 +23,20 @@ cache folder, never in the repo); nothing here runs in `make test`.
 
 The `startup` row is the whole process of a 1-step SFT LoRA run with warm data caches: imports, config, cached
 data, model and adapter, one step and saving, i.e. the fixed cost each tool adds to every run. Serving is
-bench/serve_peers.py. Not measured here yet (issue 20): the growth table.
+bench/serve_peers.py.
+
+Packing: `sft_packing` runs both tools with `packing` + `neat_packing` (the packed batches differ slightly
+between the tools, so the row counts when the final losses agree within 1%); `sft_packed` is our recommended
+setting against LLaMA-Factory's default: alignlab packs (`neat_packing`), LLaMA-Factory does not, on the same
+rows and epochs. Its losses differ by design (fewer, fuller steps), so it is counted without a loss check and
+says so.
+
+`--growth` is the growth table: SFT LoRA at 1k, 4k and 16k rows (demo_sft repeated) on the tiny model and at
+1k rows on 0.2M, 2M and 24M-parameter Qwen3 shapes (bench/train.py's SHAPES), both tools alternated. Per tool
+it fits wall = fixed + per-row x rows over the row sizes (least squares): `fixed` is the cost a run pays
+whatever its size, and each size's wall per 1k rows shows where the fixed cost stops mattering.
+
+    python bench/peers.py --growth --pairs 1 --append
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 LOSS_RTOL = 1e-4
 REWARD_ATOL = 0.05  # GRPO: mean rewards over the run this close are the same learning
+PACKED_RTOL = 1e-2  # both tools packed: their packed batches differ slightly
 METRICS = ("wall_s", "cpu_s", "train_runtime", "samples_per_s", "peak_rss_mb", "train_loss")
 COMMON = {"do_train": True, "template": "qwen3_nothink", "cutoff_len": 256, "logging_steps": 10,
           "per_device_train_batch_size": 8, "num_train_epochs": 1, "lr_scheduler_type": "cosine",
@@ -56,6 +70,9 @@ WORKLOADS = {  # name -> (keys, rows of data in the full run)
     # config, cached data, model and adapter, one step, saving): the fixed cost each tool adds to every run
     "startup": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "max_steps": 1, "logging_steps": 1,
                  **LORA}, 4000),
+    "sft_packing": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "packing": True,
+                     "neat_packing": True, **LORA}, 4000),
+    "sft_packed": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, **LORA}, 4000),
     "sft_full": ({"stage": "sft", "dataset": "demo_sft", "learning_rate": 1e-3, "finetuning_type": "full"}, 4000),
     "dpo": ({"stage": "dpo", "dataset": "demo_pref", "learning_rate": 5e-4, "pref_beta": 0.1,
              "pref_loss": "sigmoid", **LORA}, 1200),
@@ -67,6 +84,12 @@ WORKLOADS = {  # name -> (keys, rows of data in the full run)
               "reward_funcs": "grpo_reward:ascii_share", "lora_alpha": 32, **LORA}, 160),
 }
 PEER = {"grpo": "trl"}  # workload -> peer tool (default llamafactory)
+OURS_ONLY = {"sft_packed": {"packing": True, "neat_packing": True}}  # keys only alignlab's run gets
+# workload -> how its two final losses must agree to count: ("rtol", x) relative, ("atol", x) absolute (GRPO's
+# mean rewards), None: counted without (different work by design, said in the table); default ("rtol", LOSS_RTOL)
+GATES = {"grpo": ("atol", REWARD_ATOL), "sft_packing": ("rtol", PACKED_RTOL), "sft_packed": None}
+GROWTH_ROWS = (1000, 4000, 16000)
+GROWTH_SHAPES = {"0.2m": "0.2M", "tiny": "2M", "23m": "24M"}  # bench/train.py shape -> parameters
 
 
 # Arithmetic (unit-tested in tests/unit/test_bench_peers.py).
@@ -81,16 +104,19 @@ def ratio(peer: float, ours: float) -> float:
     return peer / ours
 
 
-def losses_agree(peer: float, ours: float, rtol: float = LOSS_RTOL) -> bool:
-    return abs(peer - ours) <= rtol * max(abs(peer), abs(ours))
+def losses_agree(peer: float, ours: float, gate: tuple[str, float] | None = ("rtol", LOSS_RTOL)) -> bool:
+    """Whether two final losses (GRPO: mean rewards) show the same work under `gate` (see GATES)."""
+    if gate is None:
+        return True
+    kind, tolerance = gate
+    return abs(peer - ours) <= (tolerance if kind == "atol" else tolerance * max(abs(peer), abs(ours)))
 
 
-def row_ratios(ours: dict, peer: dict, rewards: bool = False) -> dict | None:
+def row_ratios(ours: dict, peer: dict, gate: tuple[str, float] | None = ("rtol", LOSS_RTOL)) -> dict | None:
     """The row's ratios from the two tools' summaries (times: peer/ours; throughput: ours/peer, so that
-    above 1 always means alignlab is faster); None when the final losses disagree (not the same work), or
-    for a GRPO row (`rewards`: `train_loss` holds the mean reward) when the rewards differ by > REWARD_ATOL."""
-    a, b = peer["train_loss"]["median"], ours["train_loss"]["median"]
-    if not (abs(a - b) <= REWARD_ATOL if rewards else losses_agree(a, b)):
+    above 1 always means alignlab is faster); None when the final losses disagree under `gate` (not the
+    same work; a GRPO row's `train_loss` holds the mean reward and its gate is absolute)."""
+    if not losses_agree(peer["train_loss"]["median"], ours["train_loss"]["median"], gate):
         return None
     times = {k: ratio(peer[k]["median"], ours[k]["median"]) for k in ("wall_s", "cpu_s", "train_runtime")}
     return {**times, "samples_per_s": ratio(ours["samples_per_s"]["median"], peer["samples_per_s"]["median"])}
@@ -122,9 +148,10 @@ def tool_commands(peer: str, peer_python: Path) -> dict[str, list[str]]:
 def results_of(out: Path, keys: dict) -> dict:
     """train_runtime, samples/s and final loss; for GRPO episodes/s and the mean logged reward."""
     results = json.loads((out / "all_results.json").read_text())
-    if keys["stage"] != "grpo":
-        return {"train_runtime": results["train_runtime"], "samples_per_s": results["train_samples_per_second"],
-                "train_loss": results["train_loss"]}
+    if keys["stage"] != "grpo":  # data rows per second (a packed run's own count is of packed sequences)
+        speed = (results["train_samples_per_second"] if "max_steps" in keys
+                 else keys["max_samples"] * keys["num_train_epochs"] / results["train_runtime"])
+        return {"train_runtime": results["train_runtime"], "samples_per_s": speed, "train_loss": results["train_loss"]}
     episodes = results["train_steps"] * keys["per_device_train_batch_size"] * keys["grpo_group_size"]
     if "mean_reward" in results:  # bench/trl_grpo.py
         reward = results["mean_reward"]
@@ -135,15 +162,39 @@ def results_of(out: Path, keys: dict) -> dict:
             "train_loss": reward}
 
 
-def make_model(folder: Path) -> Path:
-    """The bundled tiny Qwen3 config with random weights (seed 0), saved once: both tools load the same weights."""
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of ys = intercept + slope * xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def make_model(folder: Path, shape: str = "tiny") -> Path:
+    """The bundled tiny Qwen3 config (reshaped by bench/train.py's SHAPES) with random weights (seed 0), saved
+    once: both tools load the same weights. `summary_dropout_prob: 0` turns off the dropout in the value head
+    LLaMA-Factory's RM uses (TRL's ValueHead reads it from the config; ours has none), so RM losses can agree."""
     import torch
+    from train import SHAPES
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tiny = ROOT / "examples" / "models" / "tiny-qwen3"
+    config = AutoConfig.from_pretrained(tiny, **SHAPES[shape])
+    config.summary_dropout_prob = 0.0
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny)).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny).save_pretrained(folder)
+    return folder
+
+
+def growth_data(folder: Path) -> Path:
+    """A dataset folder with demo_sft and demo_sft repeated to GROWTH_ROWS[-1] rows (demo_sft_big)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = json.loads((ROOT / "data" / "demo_sft.json").read_text())
+    big = (rows * (GROWTH_ROWS[-1] // len(rows) + 1))[:GROWTH_ROWS[-1]]
+    (folder / "demo_sft.json").write_text(json.dumps(rows, ensure_ascii=False))
+    (folder / "demo_sft_big.json").write_text(json.dumps(big, ensure_ascii=False))
+    (folder / "dataset_info.json").write_text(json.dumps({"demo_sft": {"file_name": "demo_sft.json"},
+                                                          "demo_sft_big": {"file_name": "demo_sft_big.json"}}))
     return folder
 
 
@@ -162,26 +213,29 @@ def run_once(tool: str, command: list[str], keys: dict, work: Path, n: int) -> d
     return {**measured, **results}
 
 
-def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path, work: Path) -> dict:
-    """One workload, the two tools alternated; `commands`: alignlab's and the peer's."""
+def run_row(name: str, pairs: int, rows: int | None, commands: dict, model: Path, work: Path,
+            dataset_dir: Path = ROOT / "data", label: str | None = None, **extra) -> dict:
+    """One workload, the two tools alternated; `commands`: alignlab's and the peer's; `extra` keys for both."""
     keys, full_rows = WORKLOADS[name]
-    keys = {**COMMON, **keys, "model_name_or_path": str(model), "dataset_dir": str(ROOT / "data"),
-            "max_samples": rows or full_rows}
+    keys = {**COMMON, **keys, "model_name_or_path": str(model), "dataset_dir": str(dataset_dir),
+            "max_samples": rows or full_rows, **extra}
     runs: dict[str, list[dict]] = {tool: [] for tool in commands}
+    keys_of = {tool: {**keys, **OURS_ONLY.get(name, {})} if tool == "alignlab" else keys for tool in commands}
     if name == "startup":  # one unmeasured run per tool first: every measured run finds its caches warm
         for tool in commands:
-            run_once(tool, commands[tool], keys, work, -1)
+            run_once(tool, commands[tool], keys_of[tool], work, -1)
     for n in range(pairs):  # alternated, and the order flips every pair: A B, B A, ...
         order = list(commands) if n % 2 == 0 else list(commands)[::-1]
         for tool in order:
-            runs[tool].append(run_once(tool, commands[tool], keys, work, n))
-            print(f"peers: {name} {tool} run {n + 1}/{pairs}: wall {runs[tool][-1]['wall_s']:.1f}s, "
+            runs[tool].append(run_once(tool, commands[tool], keys_of[tool], work, n))
+            print(f"peers: {label or name} {tool} run {n + 1}/{pairs}: wall {runs[tool][-1]['wall_s']:.1f}s, "
                   f"train_runtime {runs[tool][-1]['train_runtime']:.1f}s, loss {runs[tool][-1]['train_loss']:.6f}",
                   file=sys.stderr, flush=True)
     summaries = {tool: {m: summary([r[m] for r in done]) for m in METRICS} for tool, done in runs.items()}
     peer = next(tool for tool in commands if tool != "alignlab")
-    return {"workload": name, "rows": keys["max_samples"], "pairs": pairs, "tools": summaries, "peer": peer,
-            "ratios": row_ratios(summaries["alignlab"], summaries[peer], rewards=keys["stage"] == "grpo")}
+    return {"workload": label or name, "rows": keys["max_samples"], "pairs": pairs, "tools": summaries, "peer": peer,
+            "gate": GATES.get(name, ("rtol", LOSS_RTOL)),
+            "ratios": row_ratios(summaries["alignlab"], summaries[peer], GATES.get(name, ("rtol", LOSS_RTOL)))}
 
 
 def _cell(s: dict, digits: int = 2) -> str:
@@ -201,10 +255,43 @@ def table(results: list[dict]) -> str:
               "|---|---|---|---|---|---|"]
     for r in results:
         q = r["ratios"]
-        lines.append(f"| {r['workload']} | {r.get('peer', 'llamafactory')} | "
-                     + (" | ".join(f"{q[k]:.2f}×" for k in ("wall_s", "cpu_s", "train_runtime", "samples_per_s"))
-                        if q else "losses disagree: not counted | | |") + " |")
+        cells = (" | ".join(f"{q[k]:.2f}×" for k in ("wall_s", "cpu_s", "train_runtime", "samples_per_s"))
+                 if q else "losses disagree: not counted | | |")
+        note = " (different work by design: no loss check)" if q and r.get("gate", ()) is None else ""
+        lines.append(f"| {r['workload']}{note} | {r.get('peer', 'llamafactory')} | {cells} |")
     return "\n".join(lines)
+
+
+def growth_table(results: list[dict]) -> str:
+    """Wall and CPU time per run and per 1k rows, and each tool's fitted fixed cost over the row sizes."""
+    lines = ["| SFT LoRA | rows | tool | wall s | CPU s | wall s per 1k rows | train_runtime s | final loss |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for tool, s in r["tools"].items():
+            lines.append(f"| {r['workload']} | {r['rows']} | {tool} | {_cell(s['wall_s'])} | {_cell(s['cpu_s'])} | "
+                         f"{s['wall_s']['median'] / r['rows'] * 1000:.2f} | {_cell(s['train_runtime'])} | "
+                         f"{s['train_loss']['median']:.6f} |")
+    by_rows = [r for r in results if r["workload"].startswith("2M")]
+    if len(by_rows) >= 2:
+        lines += ["", "| tool | fixed cost s (wall = fixed + per-row x rows) | wall s per 1k rows | CPU fixed s | "
+                      "CPU s per 1k rows |", "|---|---|---|---|---|"]
+        for tool in by_rows[0]["tools"]:
+            xs = [r["rows"] for r in by_rows]
+            wall = fit_line(xs, [r["tools"][tool]["wall_s"]["median"] for r in by_rows])
+            cpu = fit_line(xs, [r["tools"][tool]["cpu_s"]["median"] for r in by_rows])
+            lines.append(f"| {tool} | {wall[0]:.2f} | {wall[1] * 1000:.2f} | {cpu[0]:.2f} | {cpu[1] * 1000:.2f} |")
+    return "\n".join(lines)
+
+
+def growth(pairs: int, commands: dict, work: Path) -> list[dict]:
+    """SFT LoRA over GROWTH_ROWS on the 2M model, then 1k rows on each GROWTH_SHAPES model."""
+    data = growth_data(work / "growth-data")
+    models = {shape: make_model(work / f"model-{shape}", shape) for shape in GROWTH_SHAPES}
+    results = [run_row("sft_lora", pairs, rows, commands, models["tiny"], work, data, f"2M, {rows} rows",
+                       dataset="demo_sft_big") for rows in GROWTH_ROWS]
+    results += [run_row("sft_lora", pairs, GROWTH_ROWS[0], commands, models[shape], work, data,
+                        f"{params}, {GROWTH_ROWS[0]} rows") for shape, params in GROWTH_SHAPES.items() if shape != "tiny"]
+    return results
 
 
 def versions(peers: dict[str, Path]) -> str:
@@ -224,21 +311,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="rows per workload (default: 4,000 SFT, 1,200 pairs)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
+    parser.add_argument("--growth", action="store_true", help="the growth table (rows and parameters) instead")
     args = parser.parse_args(argv)
     import peer_venvs
 
-    names = args.workloads.split(",")
+    names = ["sft_lora"] if args.growth else args.workloads.split(",")
     peers = {peer: peer_venvs.build(peer) for peer in sorted({PEER.get(name, "llamafactory") for name in names})}
     pairs, rows = (1, args.rows or 800) if args.quick else (args.pairs, args.rows)
     results = []
     with tempfile.TemporaryDirectory(prefix="alignlab-peers-") as tmp:
         work = Path(tmp)
-        model = make_model(work / "model")
-        for name in names:
-            peer = PEER.get(name, "llamafactory")
-            rows_of = min(rows, WORKLOADS[name][1]) if rows else None  # GRPO needs 160 prompts, not more
-            results.append(run_row(name, pairs, rows_of, tool_commands(peer, peers[peer]), model, work))
-    text = table(results)
+        if args.growth:
+            text = growth_table(growth(pairs, tool_commands("llamafactory", peers["llamafactory"]), work))
+        else:
+            model = make_model(work / "model")
+            for name in names:
+                peer = PEER.get(name, "llamafactory")
+                rows_of = min(rows, WORKLOADS[name][1]) if rows else None  # GRPO needs 160 prompts, not more
+                results.append(run_row(name, pairs, rows_of, tool_commands(peer, peers[peer]), model, work))
+            text = table(results)
     print(text)
     if args.append:
         command = "python bench/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -44,9 +44,37 @@ def test_a_grpo_row_counts_when_the_mean_rewards_agree_within_the_tolerance():
     """GRPO samples differently in each tool: its `train_loss` slot holds the mean reward over the run, and
     the row counts when the tools' medians are within REWARD_ATOL (0.05) of each other."""
     ours = tool([10], [20], [5], [120], [0.46])
-    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50]), rewards=True)["samples_per_s"] == 120 / 75
-    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.52]), rewards=True) is None
+    gate = peers.GATES["grpo"]
+    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50]), gate)["samples_per_s"] == 120 / 75
+    assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.52]), gate) is None
     assert peers.row_ratios(ours, tool([13], [26], [8], [75], [0.50])) is None  # as a loss: not the same
+
+
+def test_packed_rows_gate_their_losses_at_one_percent_or_not_at_all():
+    """Both tools packed: losses within 1% count; alignlab packed against LF unpacked (`sft_packed`) is
+    different work by design: counted without a loss check, and the table says so."""
+    ours = tool([10], [20], [4], [300], [4.30])
+    assert peers.row_ratios(ours, tool([12], [24], [6], [200], [4.33]), peers.GATES["sft_packing"]) is not None
+    assert peers.row_ratios(ours, tool([12], [24], [6], [200], [4.40]), peers.GATES["sft_packing"]) is None
+    loose = peers.row_ratios(ours, tool([12], [24], [6], [200], [4.10]), peers.GATES["sft_packed"])
+    assert loose["train_runtime"] == pytest.approx(6 / 4)
+    text = peers.table([{"workload": "sft_packed", "rows": 8, "pairs": 1, "tools": {"alignlab": ours},
+                         "gate": None, "ratios": loose}])
+    assert "| sft_packed (different work by design: no loss check) | llamafactory | 1.20× | 1.20× | 1.50× |" in text
+
+
+def test_growth_fits_the_fixed_cost_and_the_cost_per_row():
+    assert peers.fit_line([1000, 4000, 16000], [5 + 0.002 * x for x in (1000, 4000, 16000)]) == pytest.approx((5, 0.002))
+    assert peers.fit_line([0, 1, 2], [0, 2, 1]) == pytest.approx((0.5, 0.5))  # least squares, not through points
+
+    def row(rows, ours, lf):
+        return {"workload": f"2M, {rows} rows", "rows": rows,
+                "tools": {"alignlab": tool([ours], [2 * ours], [ours - 3], [1], [1.0]),
+                          "llamafactory": tool([lf], [2 * lf], [lf - 4], [1], [1.0])}}
+
+    text = peers.growth_table([row(n, 3 + 0.006 * n, 5 + 0.006 * n) for n in peers.GROWTH_ROWS])
+    assert "| 2M, 1000 rows | 1000 | alignlab | 9.00 (9.00–9.00) | 18.00 (18.00–18.00) | 9.00 |" in text
+    assert "| alignlab | 3.00 | 6.00 | 6.00 | 12.00 |" in text and "| llamafactory | 5.00 | 6.00 | 10.00 | 12.00 |" in text
 
 
 def test_serving_rows_take_each_tools_median_and_divide_ours_by_the_peers():
